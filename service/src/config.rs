@@ -1,0 +1,220 @@
+//! The service's configuration: command-line flags, each with a matching `BACKTRACK_*`
+//! environment variable, parsed and validated once at start. `backtrack-service --help` and
+//! `backtrack-service serve --help` print what each one does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backtrack-service",
+    version,
+    about = "Backtrack control plane: the RDS backtrack API (CreateDBCluster, BacktrackDBCluster, \
+             ...) over durable jobs that drive the storage nodes."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: the HTTP API and its background workers.
+    Serve(Box<Config>),
+    /// Print the OpenAPI document (openapi/openapi.json is this output).
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on; port 0 picks a free port.
+    #[arg(long, env = "BACKTRACK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Metadata database: `postgres://user:pass@host/db` for PostgreSQL, or `sqlite://PATH`.
+    /// Default: SQLite at DATA_DIR/backtrack.db, created on first start.
+    #[arg(long, env = "BACKTRACK_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded metadata database (and local storage nodes' volumes).
+    #[arg(long, env = "BACKTRACK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// A storage node, as `URL` or `NAME=URL` (repeat the flag, or separate with commas in the
+    /// environment variable). The name identifies the node in the metadata, so keep it stable
+    /// when a node's address changes.
+    #[arg(long = "node", env = "BACKTRACK_NODES", value_delimiter = ',')]
+    pub nodes: Vec<NodeEndpoint>,
+
+    /// Bearer token the storage nodes require on every call.
+    #[arg(long, env = "BACKTRACK_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+
+    /// Region used in ARNs.
+    #[arg(long, env = "BACKTRACK_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Account id used in ARNs.
+    #[arg(long, env = "BACKTRACK_ACCOUNT_ID", default_value = "000000000000")]
+    pub account_id: String,
+
+    /// Longest time a request may take before it is answered with RequestTimeout.
+    #[arg(long, env = "BACKTRACK_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BACKTRACK_BODY_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Timeout of each call to a storage node, in milliseconds.
+    #[arg(long, env = "BACKTRACK_NODE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub node_timeout_ms: u64,
+
+    /// How long a runner holds a claimed backtrack job before another runner may take it
+    /// over (when the first one died), in seconds.
+    #[arg(long, env = "BACKTRACK_JOB_LEASE_SECS", default_value_t = 30)]
+    pub job_lease_secs: u64,
+
+    /// How long a backtrack keeps being retried while its node is unreachable before it is
+    /// marked failed, in seconds from the request.
+    #[arg(long, env = "BACKTRACK_JOB_DEADLINE_SECS", default_value_t = 300)]
+    pub job_deadline_secs: u64,
+
+    /// First retry delay of a backtrack whose node call failed, in milliseconds; it doubles on
+    /// each attempt up to --job-retry-max-ms.
+    #[arg(long, env = "BACKTRACK_JOB_RETRY_BASE_MS", default_value_t = 250)]
+    pub job_retry_base_ms: u64,
+
+    /// Longest delay between two attempts of a backtrack, in milliseconds.
+    #[arg(long, env = "BACKTRACK_JOB_RETRY_MAX_MS", default_value_t = 10_000)]
+    pub job_retry_max_ms: u64,
+
+    /// How often the background workers look for work they were not told about, in
+    /// milliseconds (they are woken at once for work this process creates).
+    #[arg(long, env = "BACKTRACK_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    pub poll_interval_ms: u64,
+}
+
+impl Config {
+    /// The defaults, as `serve` with no flags and no environment would get them.
+    pub fn defaults() -> Config {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        Only::parse_from(["backtrack-service"]).config
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("backtrack.db").display()
+            ),
+        }
+    }
+
+    /// Checks what clap cannot: values that only make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.nodes.is_empty() && self.node_token.as_deref().unwrap_or("").is_empty() {
+            return Err("--node-token (BACKTRACK_NODE_TOKEN) is required with --node".into());
+        }
+        let mut names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("two storage nodes are named {:?}", pair[0]));
+        }
+        if self.job_retry_base_ms == 0 || self.job_retry_max_ms < self.job_retry_base_ms {
+            return Err("--job-retry-max-ms must be at least --job-retry-base-ms (> 0)".into());
+        }
+        if self.job_lease_secs == 0 || self.poll_interval_ms == 0 {
+            return Err("--job-lease-secs and --poll-interval-ms must be positive".into());
+        }
+        // A node call must end before the lease does, or a second runner could take the job
+        // over while the first is still waiting for the node.
+        if self.node_timeout_ms >= self.job_lease_secs * 1000 {
+            return Err("--node-timeout-ms must be shorter than --job-lease-secs".into());
+        }
+        Ok(())
+    }
+
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.node_timeout_ms)
+    }
+}
+
+/// A storage node the service drives: a stable name and the URL it answers on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpoint {
+    pub name: String,
+    pub url: String,
+}
+
+impl FromStr for NodeEndpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, url) = match text.split_once('=') {
+            Some((name, url)) => (name.trim().to_string(), url.trim().to_string()),
+            None => {
+                let url = text.trim().to_string();
+                let name = url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(&url)
+                    .trim_end_matches('/')
+                    .to_string();
+                (name, url)
+            }
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "storage node URL {url:?} must start with http:// or https://"
+            ));
+        }
+        if name.is_empty() {
+            return Err(format!("storage node {text:?} has an empty name"));
+        }
+        Ok(NodeEndpoint { name, url })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_endpoints_take_an_optional_name() {
+        let plain: NodeEndpoint = "http://10.0.0.5:7000/".parse().unwrap();
+        assert_eq!(plain.name, "10.0.0.5:7000");
+        let named: NodeEndpoint = "node-0=http://node-0.nodes:7000".parse().unwrap();
+        assert_eq!(named.name, "node-0");
+        assert_eq!(named.url, "http://node-0.nodes:7000");
+        assert!("node-0=ftp://x".parse::<NodeEndpoint>().is_err());
+    }
+
+    #[test]
+    fn the_defaults_are_the_embedded_setup() {
+        let config = Config::defaults();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn nodes_need_a_token_and_distinct_names() {
+        let mut config = Config::defaults();
+        config.nodes = vec!["a=http://x:1".parse().unwrap()];
+        assert!(config.validate().is_err());
+        config.node_token = Some("t".into());
+        assert!(config.validate().is_ok());
+        config.nodes.push("a=http://y:1".parse().unwrap());
+        assert!(config.validate().unwrap_err().contains("\"a\""));
+    }
+}

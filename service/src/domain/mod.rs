@@ -1,0 +1,279 @@
+//! The control plane's vocabulary: validated identifiers and windows, cluster and backtrack
+//! statuses with their legal transitions, and the records the store keeps. Everything here is
+//! plain data and pure functions; nothing does I/O.
+
+pub mod paging;
+pub mod time;
+
+use std::fmt;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use self::time::Timestamp;
+pub use backtrack_storage_node::api::MAX_WINDOW_SECS;
+
+/// A DB cluster identifier: 1-63 ASCII letters, digits and hyphens; a letter first; no `--`;
+/// no trailing hyphen. Case-insensitive, so it is stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ClusterId(String);
+
+impl ClusterId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = !text.is_empty()
+            && text.len() <= 63
+            && text.as_bytes()[0].is_ascii_alphabetic()
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !text.ends_with('-')
+            && !text.contains("--");
+        if valid {
+            Ok(ClusterId(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "The parameter DBClusterIdentifier is not a valid identifier: {text:?}. \
+                 Identifiers must be 1 to 63 characters, begin with a letter, contain only \
+                 ASCII letters, digits, and hyphens, and must not end with a hyphen or contain \
+                 two consecutive hyphens."
+            ))
+        }
+    }
+
+    /// For values read back from the store, which only ever holds parsed identifiers.
+    pub fn from_trusted(text: String) -> Self {
+        ClusterId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a target backtrack window in seconds.
+pub fn validate_window(window: i64) -> Result<u64, String> {
+    if (0..=MAX_WINDOW_SECS as i64).contains(&window) {
+        Ok(window as u64)
+    } else {
+        Err(format!(
+            "The specified value ({window}) is not a valid Backtrack Window. Allowed values are \
+             within the range of 0 to {MAX_WINDOW_SECS}"
+        ))
+    }
+}
+
+/// The statuses a cluster goes through, as RDS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterStatus {
+    /// Recorded; its volume is being created on a storage node.
+    Creating,
+    Available,
+    /// A new backtrack window is being applied to the volume.
+    Modifying,
+    Backtracking,
+    /// Deleted by the user; the volume is being dropped, then the record goes.
+    Deleting,
+}
+
+impl ClusterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::Creating => "creating",
+            ClusterStatus::Available => "available",
+            ClusterStatus::Modifying => "modifying",
+            ClusterStatus::Backtracking => "backtracking",
+            ClusterStatus::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "creating" => ClusterStatus::Creating,
+            "available" => ClusterStatus::Available,
+            "modifying" => ClusterStatus::Modifying,
+            "backtracking" => ClusterStatus::Backtracking,
+            "deleting" => ClusterStatus::Deleting,
+            _ => return None,
+        })
+    }
+}
+
+/// The statuses of a backtrack, as RDS names them: pending -> applying -> completed | failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BacktrackStatus {
+    Pending,
+    Applying,
+    Completed,
+    Failed,
+}
+
+impl BacktrackStatus {
+    pub const ALL: [BacktrackStatus; 4] = [
+        BacktrackStatus::Pending,
+        BacktrackStatus::Applying,
+        BacktrackStatus::Completed,
+        BacktrackStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BacktrackStatus::Pending => "pending",
+            BacktrackStatus::Applying => "applying",
+            BacktrackStatus::Completed => "completed",
+            BacktrackStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, BacktrackStatus::Completed | BacktrackStatus::Failed)
+    }
+}
+
+/// A cluster as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub id: ClusterId,
+    /// `cluster-` and 26 characters, unique forever: it also names the cluster's volume, so a
+    /// cluster deleted and created again under the same identifier gets a new, empty volume.
+    pub resource_id: String,
+    pub engine: String,
+    pub engine_version: String,
+    pub status: ClusterStatus,
+    pub backtrack_window: u64,
+    /// When history started: creation with a window, or the modification that set one.
+    pub backtrack_enabled_at: Option<Timestamp>,
+    /// Once a window was set, the backtrack members stay in the cluster's description.
+    pub backtrack_ever_enabled: bool,
+    pub deletion_protection: bool,
+    pub http_endpoint_enabled: bool,
+    pub database_name: Option<String>,
+    pub master_username: Option<String>,
+    pub tags: Vec<Tag>,
+    /// The storage node holding the volume.
+    pub node_id: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Cluster {
+    /// `max(time history started, now - window)`, as far as the metadata knows; `None` when
+    /// backtrack is off. The node's figures refine it with the actual window.
+    pub fn earliest_backtrack_time(&self, now: Timestamp) -> Option<Timestamp> {
+        let enabled = self.backtrack_enabled_at?;
+        if self.backtrack_window == 0 {
+            return None;
+        }
+        Some(enabled.max(now.plus_secs(-(self.backtrack_window as i64))))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tag {
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "Value", default)]
+    pub value: String,
+}
+
+/// A backtrack request and its progress; it is also the job the runner executes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backtrack {
+    pub id: Uuid,
+    pub cluster_id: ClusterId,
+    /// The volume the job acts on (the cluster's resource id when it was requested).
+    pub volume_id: String,
+    pub node_id: String,
+    pub requested_to: Timestamp,
+    /// The instant actually used; the request until the node reports what it used.
+    pub backtrack_to: Timestamp,
+    pub backtracked_from: Timestamp,
+    pub created_at: Timestamp,
+    pub use_earliest: bool,
+    pub force: bool,
+    pub status: BacktrackStatus,
+    pub attempts: i64,
+    pub run_at: Timestamp,
+    pub deadline_at: Timestamp,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// A new resource id: `cluster-` and 26 upper-case base-32 characters, like RDS's.
+pub fn new_resource_id() -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = Uuid::new_v4().as_u128();
+    let mut out = String::from("cluster-");
+    for _ in 0..26 {
+        out.push(ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_rds_rules_and_are_stored_lower_case() {
+        assert_eq!(
+            ClusterId::parse("My-Cluster-1").unwrap().as_str(),
+            "my-cluster-1"
+        );
+        assert!(ClusterId::parse("a").is_ok());
+        assert!(ClusterId::parse(&"a".repeat(63)).is_ok());
+        for bad in [
+            "",
+            "1abc",
+            "-abc",
+            "abc-",
+            "a--b",
+            "a_b",
+            "a b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(ClusterId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn windows_are_zero_to_seventy_two_hours() {
+        assert_eq!(validate_window(0), Ok(0));
+        assert_eq!(validate_window(259_200), Ok(259_200));
+        assert!(validate_window(-1).unwrap_err().contains("(-1)"));
+        assert!(validate_window(259_201).is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for s in BacktrackStatus::ALL {
+            assert_eq!(BacktrackStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(BacktrackStatus::parse("COMPLETED"), None);
+        assert_eq!(
+            ClusterStatus::parse("backtracking"),
+            Some(ClusterStatus::Backtracking)
+        );
+    }
+
+    #[test]
+    fn resource_ids_look_like_rds_ones_and_differ() {
+        let a = new_resource_id();
+        assert_eq!(a.len(), "cluster-".len() + 26);
+        assert!(a.starts_with("cluster-"));
+        assert_ne!(a, new_resource_id());
+    }
+}

@@ -1,0 +1,341 @@
+//! The HTTP API: routes, the tower-http layers around them, and the extractors that turn every
+//! malformed request into an RDS-style error (never axum's plain-text rejections).
+//!
+//! Layers, outermost first: request id (`x-amzn-RequestId`, generated unless the caller sent
+//! one), tracing, request-id propagation to the response, error rendering, timeout, body limit.
+
+pub mod backtracks;
+pub mod clusters;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::jobs::{ClusterReconciler, Wakeup};
+use crate::nodes::NodeRegistry;
+use crate::store::Store;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub nodes: NodeRegistry,
+    pub reconciler: Arc<ClusterReconciler>,
+    pub wakeup: Wakeup,
+    pub settings: Arc<Settings>,
+}
+
+/// Values from the configuration that handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub region: String,
+    pub account_id: String,
+    pub job_deadline: Duration,
+}
+
+impl Settings {
+    pub fn cluster_arn(&self, id: &str) -> String {
+        format!(
+            "arn:aws:rds:{}:{}:cluster:{id}",
+            self.region, self.account_id
+        )
+    }
+}
+
+pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/clusters",
+            post(clusters::create).get(clusters::describe),
+        )
+        .route(
+            "/v1/clusters/{id}",
+            get(clusters::describe_one)
+                .patch(clusters::modify)
+                .delete(clusters::delete),
+        )
+        .route(
+            "/v1/clusters/{id}/backtracks",
+            post(backtracks::create).get(backtracks::describe),
+        )
+        .route(
+            "/v1/clusters/{id}/backtracks/{backtrack_id}",
+            get(backtracks::describe_one),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(health::openapi_json))
+        .route("/docs", get(health::docs))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    // Router::layer wraps from the inside out: the last layer added runs first.
+    api.layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn(render_errors))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn unknown_route(request: Request) -> ApiError {
+    ApiError::UnknownOperation(format!(
+        "There is no operation at {} {}.",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}.",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Writes the body of every error response: the `ApiError` a handler returned, or, for
+/// responses made by the layers (timeout, body limit), the error their status stands for.
+async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut response = next.run(request).await;
+    let error = match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error,
+        None if response.status().is_client_error() || response.status().is_server_error() => {
+            let is_json = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            if is_json {
+                return response;
+            }
+            match response.status() {
+                StatusCode::REQUEST_TIMEOUT => {
+                    ApiError::Timeout("The request took too long and was abandoned.".into())
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge("The request body is too large.".into())
+                }
+                status => ApiError::Internal(format!("unexpected {status} from a layer")),
+            }
+        }
+        None => return response,
+    };
+    let (_, status, _) = error.parts();
+    let body = serde_json::to_vec(&error.body(&request_id)).expect("error bodies serialize");
+    let mut rendered = Response::new(Body::from(body));
+    *rendered.status_mut() = status;
+    rendered.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        rendered.headers_mut().insert(REQUEST_ID, id);
+    }
+    rendered
+}
+
+/// A JSON request body. Anything but `application/json`, malformed JSON, a missing member, an
+/// unknown member or a wrong type becomes an RDS-style error naming the problem.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "The request body must be JSON, sent with Content-Type: application/json.".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("The request body is too large.".into())
+            } else {
+                ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a request body, classifying serde's errors into RDS codes.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        if e.is_data() {
+            if let Some(field) = between(&text, "missing field `", "`") {
+                return ApiError::MissingParameter(format!(
+                    "The request must contain the parameter {field}."
+                ));
+            }
+            if let Some(field) = between(&text, "unknown field `", "`") {
+                return ApiError::InvalidParameterValue(format!(
+                    "Unknown parameter {field}: {text}"
+                ));
+            }
+            ApiError::InvalidParameterValue(format!("Invalid parameter value: {text}"))
+        } else {
+            ApiError::InvalidParameterValue(format!("The request body is not valid JSON: {text}"))
+        }
+    })
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// Query parameters of a listing: each may repeat, and a value may list several items
+/// separated by commas. Names outside `allowed` are refused, so a typo is never ignored.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = raw
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(name, _)| !allowed.contains(&name.as_str()))
+        {
+            return Err(ApiError::InvalidParameterValue(format!(
+                "Unknown query parameter {name}; this operation accepts {}.",
+                allowed.join(", ")
+            )));
+        }
+        Ok(QueryParams(pairs))
+    }
+
+    /// The single value of `name`; several values are an error.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::InvalidParameterCombination(format!(
+                "The parameter {name} may be given only once."
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Every value of `name`, from repeats and comma-separated lists, blanks dropped.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.one(name)?
+            .map(|v| {
+                v.trim().parse().map_err(|_| {
+                    ApiError::InvalidParameterValue(format!(
+                        "{name} must be an integer, not {v:?}."
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Renders a handler's success: the status and the JSON body.
+pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "Size", default)]
+        size: i64,
+    }
+
+    #[test]
+    fn json_errors_become_rds_codes() {
+        assert!(
+            matches!(parse_json::<Sample>(b"{"), Err(ApiError::InvalidParameterValue(m)) if m.contains("not valid JSON"))
+        );
+        assert!(
+            matches!(parse_json::<Sample>(b"{}"), Err(ApiError::MissingParameter(m)) if m.contains("Name"))
+        );
+        assert!(
+            matches!(parse_json::<Sample>(br#"{"Name":"a","Sise":1}"#), Err(ApiError::InvalidParameterValue(m)) if m.contains("Sise"))
+        );
+        assert!(matches!(
+            parse_json::<Sample>(br#"{"Name":"a","Size":"x"}"#),
+            Err(ApiError::InvalidParameterValue(_))
+        ));
+        assert!(parse_json::<Sample>(br#"{"Name":"a"}"#).is_ok());
+    }
+
+    #[test]
+    fn query_parameters_repeat_split_and_refuse_strangers() {
+        let q = QueryParams::parse(Some("a=1,2&a=3&b=x"), &["a", "b"]).unwrap();
+        assert_eq!(q.all("a"), ["1", "2", "3"]);
+        assert_eq!(q.one("b").unwrap(), Some("x"));
+        assert!(q.one("a").is_err());
+        assert!(QueryParams::parse(Some("c=1"), &["a"]).is_err());
+        assert!(QueryParams::parse(Some("MaxRecords=x"), &["MaxRecords"])
+            .unwrap()
+            .integer("MaxRecords")
+            .is_err());
+    }
+}

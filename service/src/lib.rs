@@ -1,0 +1,21 @@
+//! The Backtrack control plane.
+//!
+//! - `config`: flags and environment, validated once.
+//! - `startup`: `App::build(config)` opens the store, binds, spawns workers, runs, stops.
+//! - `http`: the RDS-style REST API (one file per resource) and its layers.
+//! - `error`: `ApiError`, the one mapping from failures to RDS codes and statuses.
+//! - `domain`: identifiers, times, statuses, paging — pure values.
+//! - `store`: clusters and backtrack jobs in SQLite or PostgreSQL.
+//! - `jobs`: the backtrack runner and the cluster reconciler.
+//! - `nodes`: the storage nodes, placement, and their live figures.
+//! - `openapi`: the OpenAPI document generated from the handlers.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod nodes;
+pub mod openapi;
+pub mod startup;
+pub mod store;

@@ -1,0 +1,49 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! request and response types. openapi/openapi.json is this document, committed; a test fails
+//! when the two differ (regenerate with `cargo run -p backtrack-service -- openapi`).
+
+use utoipa::OpenApi;
+
+use crate::http::{backtracks, clusters, health};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Backtrack",
+        description = "Rewind a database cluster in place to any moment inside its backtrack \
+                       window, the way Amazon Aurora Backtrack does. Members, statuses and error \
+                       codes are RDS's; errors have the body \
+                       `{\"Error\": {\"Code\", \"Message\", \"Type\"}, \"RequestId\"}` and every \
+                       response carries `x-amzn-RequestId`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        clusters::create,
+        clusters::describe,
+        clusters::describe_one,
+        clusters::modify,
+        clusters::delete,
+        backtracks::create,
+        backtracks::describe,
+        backtracks::describe_one,
+        health::healthz,
+        health::readyz,
+        health::openapi_json,
+        health::docs,
+    ),
+    tags(
+        (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster"),
+        (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks"),
+        (name = "service", description = "Health and documentation"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON with a final newline: exactly the committed file.
+pub fn document_json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}

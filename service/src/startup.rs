@@ -1,0 +1,136 @@
+//! Builds the running service from a `Config`: opens (and migrates) the store, binds the
+//! listener (port 0 works, and `port()` tells which port was taken), spawns the workers, and
+//! runs until told to stop. There is one shutdown path: the HTTP server stops accepting and
+//! drains, then each worker finishes the step it is in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{self, AppState, Settings};
+use crate::jobs::{self, BacktrackRunner, ClusterReconciler, JobTiming, Wakeup};
+use crate::nodes::NodeRegistry;
+use crate::store::{redact, Store};
+
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    runner: Arc<BacktrackRunner>,
+    poll: Duration,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Stops a running [`App`] from elsewhere (a signal handler, a test).
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, String> {
+        config.validate()?;
+        let url = config.database_url();
+        let store = Store::connect(&url)
+            .await
+            .map_err(|e| format!("cannot open the metadata store {}: {e}", redact(&url)))?;
+        let nodes = NodeRegistry::new(
+            &config.nodes,
+            config.node_token.as_deref().unwrap_or_default(),
+            config.node_timeout(),
+        );
+        let reconciler = Arc::new(ClusterReconciler::new(store.clone(), nodes.clone()));
+        let runner = Arc::new(BacktrackRunner::new(
+            store.clone(),
+            nodes.clone(),
+            JobTiming::from_config(&config),
+        ));
+        let state = AppState {
+            store,
+            nodes,
+            reconciler,
+            wakeup: Wakeup::default(),
+            settings: Arc::new(Settings {
+                region: config.region.clone(),
+                account_id: config.account_id.clone(),
+                job_deadline: Duration::from_secs(config.job_deadline_secs),
+            }),
+        };
+        let router = http::router(
+            state.clone(),
+            Duration::from_secs(config.request_timeout_secs),
+            config.body_limit_bytes,
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        Ok(App {
+            listener,
+            router,
+            state,
+            runner,
+            poll: Duration::from_millis(config.poll_interval_ms),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the shutdown handle fires. If this future is dropped instead (a crash, as
+    /// tests simulate one), the workers are aborted with it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let workers = AbortOnDrop(jobs::spawn(
+            self.runner.clone(),
+            self.state.reconciler.clone(),
+            self.state.wakeup.clone(),
+            self.poll,
+            self.shutdown.subscribe(),
+        ));
+        let mut stop = self.shutdown.subscribe();
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await?;
+        for worker in workers.take() {
+            let _ = worker.await;
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn take(mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for worker in &self.0 {
+            worker.abort();
+        }
+    }
+}

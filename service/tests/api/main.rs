@@ -1,0 +1,10 @@
+//! The control plane's integration tests: the real app on 127.0.0.1:0, a fresh metadata
+//! database per test (SQLite, or PostgreSQL with BACKTRACK_TEST_DATABASE_URL), and wiremock
+//! as the storage node.
+
+mod backtracks;
+mod clusters;
+mod helpers;
+mod jobs;
+mod openapi;
+mod store;

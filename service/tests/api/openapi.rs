@@ -1,0 +1,89 @@
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+
+#[test]
+fn the_committed_openapi_document_is_what_the_code_generates() {
+    let generated = backtrack_service::openapi::document_json();
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json differs from what the code generates; regenerate it with\n  \
+         cargo run -q -p backtrack-service -- openapi > openapi/openapi.json"
+    );
+}
+
+#[test]
+fn every_route_is_documented_with_its_bodies_and_errors() {
+    let doc: Value = serde_json::from_str(&backtrack_service::openapi::document_json()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("post", "/v1/clusters", "201", true),
+        ("get", "/v1/clusters", "200", false),
+        ("get", "/v1/clusters/{DBClusterIdentifier}", "200", false),
+        ("patch", "/v1/clusters/{DBClusterIdentifier}", "200", true),
+        ("delete", "/v1/clusters/{DBClusterIdentifier}", "200", false),
+        (
+            "post",
+            "/v1/clusters/{DBClusterIdentifier}/backtracks",
+            "202",
+            true,
+        ),
+        (
+            "get",
+            "/v1/clusters/{DBClusterIdentifier}/backtracks",
+            "200",
+            false,
+        ),
+        (
+            "get",
+            "/v1/clusters/{DBClusterIdentifier}/backtracks/{BacktrackIdentifier}",
+            "200",
+            false,
+        ),
+    ];
+    for (method, path, success, has_body) in routes {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        let ok = &op["responses"][success]["content"]["application/json"]["schema"];
+        assert!(ok.is_object(), "{method} {path}: no {success} body schema");
+        if has_body {
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(body.is_object(), "{method} {path}: no request body schema");
+        }
+        let errors: Vec<&String> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|status| status.starts_with('4'))
+            .collect();
+        assert!(!errors.is_empty(), "{method} {path}: no error responses");
+        for status in errors {
+            let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(
+                schema, "#/components/schemas/ErrorResponse",
+                "{method} {path} {status}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_running_service_serves_its_document_and_docs_page() {
+    let app = spawn_app().await;
+    let (status, served) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let generated: Value =
+        serde_json::from_str(&backtrack_service::openapi::document_json()).unwrap();
+    assert_eq!(served, generated);
+    let page = app
+        .http
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/openapi.json"));
+}

@@ -1,0 +1,230 @@
+//! The store's own guarantees, on whichever backend the run uses.
+
+use backtrack_service::domain::{
+    new_resource_id, Backtrack, BacktrackStatus, Cluster, ClusterId, ClusterStatus, Timestamp,
+};
+use backtrack_service::store::{JobOutcome, Store, StoreError};
+use uuid::Uuid;
+
+use crate::helpers::TestDb;
+
+fn cluster(id: &str) -> Cluster {
+    let now = Timestamp::now();
+    Cluster {
+        id: ClusterId::parse(id).unwrap(),
+        resource_id: new_resource_id(),
+        engine: "aurora-mysql".into(),
+        engine_version: "sqlite-3.46.0".into(),
+        status: ClusterStatus::Available,
+        backtrack_window: 3600,
+        backtrack_enabled_at: Some(now),
+        backtrack_ever_enabled: true,
+        deletion_protection: false,
+        http_endpoint_enabled: true,
+        database_name: None,
+        master_username: None,
+        tags: vec![],
+        node_id: "node-a".into(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn job(cluster: &Cluster) -> Backtrack {
+    let now = Timestamp::now();
+    Backtrack {
+        id: Uuid::new_v4(),
+        cluster_id: cluster.id.clone(),
+        volume_id: cluster.resource_id.clone(),
+        node_id: cluster.node_id.clone(),
+        requested_to: now,
+        backtrack_to: now,
+        backtracked_from: now,
+        created_at: now,
+        use_earliest: false,
+        force: false,
+        status: BacktrackStatus::Pending,
+        attempts: 0,
+        run_at: now,
+        deadline_at: now.plus_secs(60),
+        lease_owner: None,
+        lease_expires_at: None,
+        last_error: None,
+        failure_reason: None,
+    }
+}
+
+async fn store_with_jobs(count: usize) -> (TestDb, Store, Vec<Backtrack>) {
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..count {
+        let c = cluster(&format!("c{i}"));
+        store.insert_cluster(&c).await.unwrap();
+        let j = job(&c);
+        store
+            .start_backtrack(&j, |_| Ok::<_, StoreError>(()))
+            .await
+            .unwrap();
+        jobs.push(j);
+    }
+    (db, store, jobs)
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reopening_keeps_the_data() {
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.insert_cluster(&cluster("kept")).await.unwrap();
+    store.close().await;
+    let again = Store::connect(&db.url).await.unwrap();
+    assert_eq!(
+        again
+            .cluster(&ClusterId::parse("kept").unwrap())
+            .await
+            .unwrap()
+            .id
+            .as_str(),
+        "kept"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_get_the_same_job() {
+    let (_db, store, jobs) = store_with_jobs(20).await;
+    let now = Timestamp::now();
+    let mut claims = tokio::task::JoinSet::new();
+    for worker in 0..6 {
+        let store = store.clone();
+        claims.spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = store
+                .claim_backtrack(&format!("w{worker}"), Timestamp::now(), now.plus_secs(60))
+                .await
+                .unwrap()
+            {
+                mine.push(job.id);
+            }
+            mine
+        });
+    }
+    let mut claimed: Vec<Uuid> = claims.join_all().await.into_iter().flatten().collect();
+    claimed.sort();
+    let mut expected: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    expected.sort();
+    assert_eq!(claimed, expected);
+}
+
+#[tokio::test]
+async fn a_leased_job_is_taken_over_only_after_its_lease_expires() {
+    let (_db, store, jobs) = store_with_jobs(1).await;
+    let now = Timestamp::now();
+    let first = store
+        .claim_backtrack("a", now, now.plus_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, BacktrackStatus::Applying);
+    assert_eq!(first.attempts, 1);
+    assert!(store
+        .claim_backtrack("b", now, now.plus_secs(60))
+        .await
+        .unwrap()
+        .is_none());
+
+    let later = now.plus_millis(301);
+    let second = store
+        .claim_backtrack("b", later, later.plus_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.id, jobs[0].id);
+    assert_eq!(second.attempts, 2);
+
+    // The first runner's lease is gone: its late result is not recorded.
+    let done = JobOutcome::Completed {
+        backtrack_to: now,
+        backtracked_from: now,
+    };
+    assert!(!store.finish_backtrack(&first, "a", &done).await.unwrap());
+    assert!(store.finish_backtrack(&second, "b", &done).await.unwrap());
+    let stored = store
+        .backtrack(&first.cluster_id, &first.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(stored.status, BacktrackStatus::Completed);
+    assert_eq!(
+        store.cluster(&first.cluster_id).await.unwrap().status,
+        ClusterStatus::Available
+    );
+    // A finished job is never claimed again.
+    let much_later = later.plus_secs(3600);
+    assert!(store
+        .claim_backtrack("c", much_later, much_later.plus_secs(60))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_retried_job_waits_for_its_run_at() {
+    let (_db, store, _) = store_with_jobs(1).await;
+    let now = Timestamp::now();
+    let job = store
+        .claim_backtrack("a", now, now.plus_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .retry_backtrack(job.id, "a", now.plus_secs(5), "node down")
+        .await
+        .unwrap());
+    assert!(store
+        .claim_backtrack("a", now, now.plus_secs(60))
+        .await
+        .unwrap()
+        .is_none());
+    let due = now.plus_secs(6);
+    let again = store
+        .claim_backtrack("a", due, due.plus_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.last_error.as_deref(), Some("node down"));
+    assert!(!store
+        .retry_backtrack(job.id, "someone-else", due, "x")
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_second_backtrack_for_a_cluster_is_refused_by_the_store() {
+    let (_db, store, jobs) = store_with_jobs(1).await;
+    let c = store.cluster(&jobs[0].cluster_id).await.unwrap();
+    let err = store
+        .start_backtrack(&job(&c), |_| Ok::<_, StoreError>(()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err:?}");
+    let all = store
+        .backtracks(&c.id, &Default::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_check_changes_nothing() {
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let c = cluster("checked");
+    store.insert_cluster(&c).await.unwrap();
+    let refused = store
+        .update_cluster(&c.id, |c| {
+            c.backtrack_window = 1;
+            Err(StoreError::InvalidState("no".into()))
+        })
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(store.cluster(&c.id).await.unwrap().backtrack_window, 3600);
+}

@@ -1,0 +1,246 @@
+//! The storage node's HTTP contract: every request and response body the node accepts or
+//! returns, shared by the node's handlers and by [`crate::client::NodeClient`], which the control
+//! plane uses. This file is the one place the contract lives (DESIGN.md, "Storage-node API").
+//!
+//! Times on this wire are integers: microseconds since the Unix epoch, UTC (`*_us`). They are
+//! exact, need no parsing, and the control plane converts them to RDS timestamps at its edge.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The longest backtrack window a volume accepts, in seconds (72 hours), as in RDS.
+pub const MAX_WINDOW_SECS: u64 = 259_200;
+
+/// `PUT /v1/volumes/{id}`: create the volume if it does not exist (idempotent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Target backtrack window in seconds; 0 keeps no history.
+    pub window_secs: u64,
+}
+
+/// `PATCH /v1/volumes/{id}`: change the target window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ModifyVolume {
+    pub window_secs: u64,
+}
+
+/// `GET /v1/volumes/{id}` (and each item of `GET /v1/volumes`): what the volume holds and can do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeFigures {
+    pub volume_id: String,
+    /// Target window in seconds.
+    pub window_secs: u64,
+    /// The window the volume can really rewind, in seconds: the target unless the node's log
+    /// budget forced older change records to be folded early.
+    pub actual_window_secs: u64,
+    pub created_at_us: i64,
+    /// The earliest instant a backtrack may target; `None` when the window is 0.
+    pub earliest_restorable_us: Option<i64>,
+    /// Change records (page versions) ever written by committed transactions.
+    pub change_records_created: u64,
+    /// Change records currently retained for the window (the billed quantity).
+    pub change_records_stored: u64,
+    /// Bytes the volume occupies: its share of the log plus its base image.
+    pub bytes_on_disk: u64,
+    pub open_transactions: u32,
+    /// `true` while a backtrack is switching the volume; SQL calls are refused meanwhile.
+    pub switching: bool,
+}
+
+/// `GET /v1/volumes`: every volume on the node, in one call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VolumeList {
+    pub volumes: Vec<VolumeFigures>,
+}
+
+/// `POST /v1/volumes/{id}/backtracks`. Idempotent by `backtrack_id`: a repeated request
+/// returns the outcome recorded the first time and changes nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BacktrackRequest {
+    pub backtrack_id: Uuid,
+    /// The instant whose state the volume should take.
+    pub to_us: i64,
+    /// When `to_us` is before the earliest restorable time: use that time instead of refusing.
+    #[serde(default)]
+    pub clamp_to_earliest: bool,
+    /// Roll back open transactions instead of refusing.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The outcome of a backtrack, as recorded durably by the node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BacktrackOutcome {
+    pub backtrack_id: Uuid,
+    /// The instant actually used (differs from the request only when clamped).
+    pub backtrack_to_us: i64,
+    /// When the switch happened: the state the volume was rewound from.
+    pub backtracked_from_us: i64,
+    /// Open transactions rolled back by the switch.
+    pub rolled_back_transactions: u32,
+}
+
+/// A SQL value on the wire; exactly one member is set (`{"null": true}` for NULL).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Value {
+    Null(bool),
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    /// Base64 (standard alphabet, padded) on the wire.
+    Blob(#[serde(with = "blob_base64")] Vec<u8>),
+}
+
+mod blob_base64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `POST /v1/volumes/{id}/execute`: one statement, run once per parameter set.
+///
+/// With `param_sets` absent the statement runs once with `params`; with `param_sets` present
+/// (a batch) it runs once per set and `params` must be empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub params: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_sets: Option<Vec<Vec<Value>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+}
+
+/// A result column: its name and the declared type of the table column it comes from, if any.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub decl_type: Option<String>,
+    pub table: Option<String>,
+}
+
+/// The effect of one run of a statement in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunEffect {
+    pub rows_affected: u64,
+    pub last_insert_rowid: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecuteResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows changed by the statement (the sum over a batch).
+    pub rows_affected: u64,
+    pub last_insert_rowid: Option<i64>,
+    /// One entry per parameter set for a batch; empty otherwise.
+    #[serde(default)]
+    pub runs: Vec<RunEffect>,
+}
+
+/// `POST /v1/volumes/{id}/transactions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransactionStarted {
+    pub transaction_id: String,
+}
+
+/// The node's error body: `{"code": "...", "message": "..."}` with the HTTP status of the code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Every error the node reports. The status of each is fixed here, in one place.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing or wrong bearer token.
+    Unauthorized,
+    /// The request is malformed (bad JSON, a window out of range, a bad parameter).
+    InvalidRequest,
+    VolumeNotFound,
+    /// The requested backtrack time is after the node's clock.
+    TimeInFuture,
+    /// The requested backtrack time is before the earliest restorable time (and no clamp).
+    BeforeEarliest,
+    /// Backtrack is disabled on the volume (window 0).
+    BacktrackDisabled,
+    /// The volume has open transactions and the backtrack was not forced.
+    OpenTransactions,
+    TransactionNotFound,
+    /// The SQL engine refused the statement; the message is the engine's.
+    SqlError,
+    /// The volume is switching (a backtrack is in progress); try again shortly.
+    Unavailable,
+    /// Something failed inside the node; the cause is in the node's log.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::InvalidRequest
+            | ErrorCode::TimeInFuture
+            | ErrorCode::BeforeEarliest
+            | ErrorCode::BacktrackDisabled
+            | ErrorCode::SqlError => 400,
+            ErrorCode::VolumeNotFound | ErrorCode::TransactionNotFound => 404,
+            ErrorCode::OpenTransactions => 409,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Health: `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub status: String,
+    pub volumes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_serialize_with_exactly_one_member() {
+        let values = vec![
+            Value::Null(true),
+            Value::Integer(7),
+            Value::Real(1.5),
+            Value::Text("x".into()),
+            Value::Blob(vec![0, 255]),
+        ];
+        let json = serde_json::to_string(&values).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"null":true},{"integer":7},{"real":1.5},{"text":"x"},{"blob":"AP8="}]"#
+        );
+        let back: Vec<Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, values);
+    }
+
+    #[test]
+    fn a_blob_that_is_not_base64_is_rejected() {
+        assert!(serde_json::from_str::<Value>(r#"{"blob":"***"}"#).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! The typed HTTP client for one storage node, used by the control plane. Every call carries
+//! the shared bearer token; every failure is classified once, here, into "unreachable" (worth
+//! retrying) or "refused" (the node answered and said no), so callers never inspect statuses.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{
+    BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, ExecuteResult,
+    Health, ModifyVolume, NodeErrorBody, TransactionStarted, VolumeFigures, VolumeList,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// No answer: connection refused, reset, or timed out. The call may or may not have taken
+    /// effect, so only idempotent calls should be retried.
+    Unreachable(String),
+    /// The node answered with an error of the contract.
+    Refused {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The node answered something outside the contract.
+    Protocol(String),
+}
+
+impl NodeError {
+    /// Whether trying again later can succeed: the node was unreachable, busy switching, or
+    /// failed internally.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NodeError::Unreachable(_) | NodeError::Protocol(_) => true,
+            NodeError::Refused { code, status, .. } => {
+                matches!(code, ErrorCode::Unavailable | ErrorCode::Internal) || *status >= 500
+            }
+        }
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            NodeError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Unreachable(why) => write!(f, "storage node unreachable: {why}"),
+            NodeError::Refused { message, .. } => write!(f, "{message}"),
+            NodeError::Protocol(why) => write!(f, "storage node protocol error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl NodeClient {
+    /// `base` is the node's URL, e.g. `http://127.0.0.1:7001`; `timeout` bounds each call.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("a reqwest client without TLS always builds");
+        NodeClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn health(&self) -> Result<Health, NodeError> {
+        self.call(Method::GET, "/healthz", None::<&()>).await
+    }
+
+    pub async fn create_volume(
+        &self,
+        volume: &str,
+        window_secs: u64,
+    ) -> Result<VolumeFigures, NodeError> {
+        let body = CreateVolume { window_secs };
+        self.call(Method::PUT, &volume_path(volume, ""), Some(&body))
+            .await
+    }
+
+    pub async fn modify_volume(
+        &self,
+        volume: &str,
+        window_secs: u64,
+    ) -> Result<VolumeFigures, NodeError> {
+        let body = ModifyVolume { window_secs };
+        self.call(Method::PATCH, &volume_path(volume, ""), Some(&body))
+            .await
+    }
+
+    /// Deletes the volume and its log; a volume that is already gone counts as deleted.
+    pub async fn delete_volume(&self, volume: &str) -> Result<(), NodeError> {
+        let path = volume_path(volume, "");
+        match self
+            .call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(NodeError::Refused {
+                code: ErrorCode::VolumeNotFound,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn volume(&self, volume: &str) -> Result<VolumeFigures, NodeError> {
+        self.call(Method::GET, &volume_path(volume, ""), None::<&()>)
+            .await
+    }
+
+    pub async fn volumes(&self) -> Result<VolumeList, NodeError> {
+        self.call(Method::GET, "/v1/volumes", None::<&()>).await
+    }
+
+    pub async fn backtrack(
+        &self,
+        volume: &str,
+        request: &BacktrackRequest,
+    ) -> Result<BacktrackOutcome, NodeError> {
+        let path = volume_path(volume, "/backtracks");
+        self.call(Method::POST, &path, Some(request)).await
+    }
+
+    pub async fn execute(
+        &self,
+        volume: &str,
+        request: &ExecuteRequest,
+    ) -> Result<ExecuteResult, NodeError> {
+        let path = volume_path(volume, "/execute");
+        self.call(Method::POST, &path, Some(request)).await
+    }
+
+    pub async fn begin(&self, volume: &str) -> Result<TransactionStarted, NodeError> {
+        let path = volume_path(volume, "/transactions");
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn commit(&self, volume: &str, transaction: &str) -> Result<(), NodeError> {
+        self.finish(volume, transaction, "commit").await
+    }
+
+    pub async fn rollback(&self, volume: &str, transaction: &str) -> Result<(), NodeError> {
+        self.finish(volume, transaction, "rollback").await
+    }
+
+    async fn finish(&self, volume: &str, transaction: &str, verb: &str) -> Result<(), NodeError> {
+        let path = volume_path(
+            volume,
+            &format!("/transactions/{}/{verb}", encode_segment(transaction)),
+        );
+        self.call::<serde_json::Value>(Method::POST, &path, None::<&()>)
+            .await
+            .map(|_| ())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, NodeError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| NodeError::Unreachable(describe_transport_error(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| NodeError::Unreachable(describe_transport_error(&e)))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::Protocol(format!("unexpected response body: {e}")));
+        }
+        Err(refusal(status, &bytes))
+    }
+}
+
+fn refusal(status: StatusCode, bytes: &[u8]) -> NodeError {
+    match serde_json::from_slice::<NodeErrorBody>(bytes) {
+        Ok(body) => NodeError::Refused {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+        },
+        // Not our node (a proxy, or a different service on that port): a server error is
+        // worth retrying; anything else is a protocol violation.
+        Err(_) if status.is_server_error() => NodeError::Unreachable(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        )),
+        Err(_) => NodeError::Protocol(format!("HTTP {status} without an error body")),
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    // reqwest's Display hides the cause ("error sending request"); walk the chain once.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn volume_path(volume: &str, rest: &str) -> String {
+    format!("/v1/volumes/{}{rest}", encode_segment(volume))
+}
+
+/// Percent-encodes everything but unreserved characters, so an id can never change the path.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            volume_path("a/b c", "/execute"),
+            "/v1/volumes/a%2Fb%20c/execute"
+        );
+        assert_eq!(volume_path("cluster-abc", ""), "/v1/volumes/cluster-abc");
+    }
+
+    #[test]
+    fn only_unavailable_internal_and_unreachable_are_transient() {
+        let refused = |code| NodeError::Refused {
+            status: ErrorCode::http_status(code),
+            code,
+            message: String::new(),
+        };
+        assert!(refused(ErrorCode::Unavailable).is_transient());
+        assert!(refused(ErrorCode::Internal).is_transient());
+        assert!(!refused(ErrorCode::BeforeEarliest).is_transient());
+        assert!(!refused(ErrorCode::OpenTransactions).is_transient());
+        assert!(NodeError::Unreachable("x".into()).is_transient());
+    }
+}
