@@ -18,6 +18,7 @@ use crate::domain::{
     new_resource_id, validate_window, Cluster, ClusterId, ClusterStatus, Tag, Timestamp,
 };
 use crate::error::{ApiError, ErrorResponse};
+use crate::nodes::NodeFigures;
 use crate::store::ClusterFilter;
 
 /// The one engine: Aurora MySQL's name, so RDS tooling accepts the clusters; the SQL dialect
@@ -303,7 +304,10 @@ pub async fn describe(
     let body = DbClusterMessage {
         db_clusters: clusters
             .iter()
-            .map(|c| describe_cluster(c, figures.get(&c.resource_id), &state.settings, now))
+            .map(|c| {
+                let live = figures.get(&c.node_id).and_then(|f| f.get(&c.resource_id));
+                describe_cluster(c, live, &state.settings, now)
+            })
             .collect(),
         marker,
     };
@@ -484,15 +488,14 @@ pub fn parse_cluster_ref(text: &str) -> Result<ClusterId, ApiError> {
     ClusterId::parse(id).map_err(ApiError::InvalidParameterValue)
 }
 
-/// The live figures of the clusters' volumes, one call per node.
-async fn figures_for(state: &AppState, clusters: &[Cluster]) -> HashMap<String, VolumeFigures> {
-    let mut nodes: Vec<&str> = clusters.iter().map(|c| c.node_id.as_str()).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
+/// The live figures of the nodes holding `clusters`, one call per node (cached briefly).
+async fn figures_for(state: &AppState, clusters: &[Cluster]) -> HashMap<String, NodeFigures> {
     let mut all = HashMap::new();
-    for node in nodes {
-        if let Some(figures) = state.nodes.node_figures(node).await {
-            all.extend(figures.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for cluster in clusters {
+        if !all.contains_key(&cluster.node_id) {
+            if let Some(figures) = state.nodes.node_figures(&cluster.node_id).await {
+                all.insert(cluster.node_id.clone(), figures);
+            }
         }
     }
     all
