@@ -5,6 +5,7 @@
 //! - DescribeDBClusters requests per second (pages of 100, and one cluster by identifier),
 //!   beside GET /healthz through the same HTTP stack in the same run, as the baseline;
 //! - BacktrackDBCluster accept latency, p50 and p99, beside /healthz latency.
+//!
 //! A wiremock server stands in for the storage node (it answers instantly), so the figures are
 //! the control plane's own.
 

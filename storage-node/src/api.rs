@@ -132,7 +132,6 @@ pub struct ExecuteRequest {
 pub struct Column {
     pub name: String,
     pub decl_type: Option<String>,
-    pub table: Option<String>,
 }
 
 /// The effect of one run of a statement in a batch.

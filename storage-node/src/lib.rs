@@ -1,7 +1,13 @@
-//! The Backtrack storage node.
+//! The Backtrack storage node: volumes of SQLite over a durable, multi-versioned page log.
 //!
 //! - `api`: the node's HTTP contract (wire types), shared with the control plane.
 //! - `client`: the typed HTTP client the control plane uses.
+//! - `config`: the node's flags.
+//! - `engine`: the log, the volumes, the SQLite VFS, SQL execution, and maintenance.
+//! - `http`: the node's HTTP API over the engine.
 
 pub mod api;
 pub mod client;
+pub mod config;
+pub mod engine;
+pub mod http;

@@ -1,0 +1,86 @@
+//! The node's configuration: flags with matching `BACKTRACK_NODE_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::EngineConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backtrack-storage-node",
+    version,
+    about = "Backtrack storage node: holds clusters' volumes (SQLite over a durable, \
+             multi-versioned page log) and rewinds them on request."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the node's HTTP API.
+    Serve(Box<NodeConfig>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// Address to listen on; port 0 picks a free port (printed on the first line of stdout).
+    #[arg(long, env = "BACKTRACK_NODE_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+
+    /// Directory of the node's log and volumes; created if missing.
+    #[arg(long, env = "BACKTRACK_NODE_DATA_DIR", default_value = "./data/node")]
+    pub data_dir: PathBuf,
+
+    /// Bearer token every call to /v1 must carry.
+    #[arg(long, env = "BACKTRACK_NODE_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Most bytes the change log may hold; beyond it the oldest history is folded early and
+    /// the volumes' actual backtrack windows shrink. At least two segments.
+    #[arg(long, env = "BACKTRACK_NODE_LOG_BUDGET_BYTES", default_value_t = 64 << 30)]
+    pub log_budget_bytes: u64,
+
+    /// Size of a log segment.
+    #[arg(long, env = "BACKTRACK_NODE_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub segment_bytes: u64,
+
+    /// How often history is folded to the windows and the budget, in milliseconds.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_MAINTENANCE_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub maintenance_interval_ms: u64,
+
+    /// Open transactions unused this long are rolled back, in seconds.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_TRANSACTION_IDLE_SECS",
+        default_value_t = 180
+    )]
+    pub transaction_idle_secs: u64,
+}
+
+impl NodeConfig {
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            data_dir: self.data_dir.clone(),
+            segment_bytes: self.segment_bytes,
+            log_budget_bytes: self.log_budget_bytes,
+            maintenance_interval: Duration::from_millis(self.maintenance_interval_ms.max(1)),
+            transaction_idle_timeout: Duration::from_secs(self.transaction_idle_secs),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.token.is_empty() {
+            return Err("--token (BACKTRACK_NODE_TOKEN) must not be empty".into());
+        }
+        self.engine().validate()
+    }
+}

@@ -1,0 +1,424 @@
+//! The storage engine of one node: the shared log, the volumes, and the maintenance that
+//! keeps history to each volume's window and the log to its budget.
+//!
+//! - `log`: segments, records, group commit, recovery.
+//! - `timeline`: live sets and the state at an instant.
+//! - `volume`: one cluster's page store: reads, commits, backtracks, folds.
+//! - `vfs`: the SQLite glue (the only `unsafe` code).
+//! - `sql`: connections, statements, transactions, quiescing for a backtrack.
+//!
+//! On disk, under the data directory: `log/` (segments and their indexes) and
+//! `volumes/<id>/` (`volume.json` and `base.img`).
+
+pub mod log;
+pub mod sql;
+pub mod timeline;
+pub mod vfs;
+pub mod volume;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use self::log::Log;
+use self::sql::SqlVolume;
+use self::volume::{Clock, Volume, VolumeError};
+use crate::api::{
+    BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult, VolumeFigures,
+    MAX_WINDOW_SECS,
+};
+
+/// How the engine is tuned.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Size at which a log segment is sealed and the next one begins.
+    pub segment_bytes: u64,
+    /// The most the log may hold; beyond it the oldest history is folded early and the
+    /// volumes' actual windows shrink. At least two segments.
+    pub log_budget_bytes: u64,
+    /// How often maintenance runs (folds, budget, segment deletion, idle transactions).
+    pub maintenance_interval: Duration,
+    /// Open transactions unused this long are rolled back.
+    pub transaction_idle_timeout: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            segment_bytes: 64 << 20,
+            log_budget_bytes: 64 << 30,
+            maintenance_interval: Duration::from_secs(10),
+            transaction_idle_timeout: Duration::from_secs(180),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 64 << 10 {
+            return Err("the segment size must be at least 64 KiB".into());
+        }
+        if self.log_budget_bytes < 2 * self.segment_bytes {
+            return Err(format!(
+                "the log budget ({} bytes) must hold at least two segments ({} bytes each)",
+                self.log_budget_bytes, self.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    pub folds: usize,
+    pub forced_folds: usize,
+    pub segments_deleted: usize,
+    pub transactions_expired: usize,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    log: Arc<Log>,
+    clock: Arc<Clock>,
+    volumes: RwLock<HashMap<String, Arc<SqlVolume>>>,
+    /// Maintenance, one pass at a time.
+    maintaining: Mutex<()>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens the node's data directory: recovers the log, replays every volume, finishes any
+    /// interrupted fold, and starts maintenance.
+    pub fn open(config: EngineConfig) -> io::Result<Arc<Engine>> {
+        config.validate().map_err(io::Error::other)?;
+        vfs::ensure_registered().map_err(io::Error::other)?;
+        let started = std::time::Instant::now();
+        let (log, records) = Log::open(&config.data_dir.join("log"), config.segment_bytes)?;
+        let log = Arc::new(log);
+        let clock = Arc::new(Clock::default());
+        let volumes_dir = config.data_dir.join("volumes");
+        std::fs::create_dir_all(&volumes_dir)?;
+        let mut volumes = HashMap::new();
+        for entry in std::fs::read_dir(&volumes_dir)? {
+            let dir = entry?.path();
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if name.starts_with('.') {
+                // A deletion that a crash interrupted.
+                std::fs::remove_dir_all(&dir)?;
+                continue;
+            }
+            match Volume::open(&dir, &records, log.clone(), clock.clone())? {
+                Some(volume) => {
+                    let sql = SqlVolume::new(Arc::new(volume))
+                        .map_err(|e| io::Error::other(e.message))?;
+                    volumes.insert(name, Arc::new(sql));
+                }
+                // A creation that a crash interrupted before anything was acknowledged.
+                None => std::fs::remove_dir_all(&dir)?,
+            }
+        }
+        tracing::info!(
+            volumes = volumes.len(),
+            records = records.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "storage engine recovered"
+        );
+        let engine = Arc::new(Engine {
+            config,
+            log,
+            clock,
+            volumes: RwLock::new(volumes),
+            maintaining: Mutex::new(()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            worker: Mutex::new(None),
+        });
+        engine.delete_unneeded_segments();
+        let worker = spawn_maintenance(
+            Arc::downgrade(&engine),
+            engine.stop.clone(),
+            engine.config.maintenance_interval,
+        )?;
+        *engine.worker.lock().unwrap() = Some(worker);
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Creates a volume; creating one that exists returns it unchanged.
+    pub fn create_volume(&self, id: &str, window_secs: u64) -> Result<VolumeFigures, VolumeError> {
+        validate_id(id)?;
+        validate_window(window_secs)?;
+        let mut volumes = self.volumes.write().unwrap();
+        if let Some(existing) = volumes.get(id) {
+            return Ok(figures(existing));
+        }
+        let dir = self.config.data_dir.join("volumes").join(id);
+        let volume = Volume::create(&dir, id, window_secs, self.log.clone(), self.clock.clone())?;
+        let sql = Arc::new(SqlVolume::new(Arc::new(volume))?);
+        tracing::info!(volume = id, window_secs, "volume created");
+        let out = figures(&sql);
+        volumes.insert(id.to_string(), sql);
+        Ok(out)
+    }
+
+    pub fn modify_volume(&self, id: &str, window_secs: u64) -> Result<VolumeFigures, VolumeError> {
+        validate_window(window_secs)?;
+        let sql = self.volume(id)?;
+        sql.volume().set_window(window_secs)?;
+        tracing::info!(volume = id, window_secs, "volume window changed");
+        Ok(figures(&sql))
+    }
+
+    /// Deletes a volume, its base image and (as segments empty) its history.
+    pub fn delete_volume(&self, id: &str) -> Result<(), VolumeError> {
+        let sql = self
+            .volumes
+            .write()
+            .unwrap()
+            .remove(id)
+            .ok_or_else(|| not_found(id))?;
+        sql.shut();
+        let dir = sql.volume().dir().to_path_buf();
+        let doomed = dir.with_file_name(format!(".deleted-{}", sql.volume().uuid));
+        std::fs::rename(&dir, &doomed)?;
+        log::sync_dir(dir.parent().unwrap_or(&dir))?;
+        std::fs::remove_dir_all(&doomed)?;
+        tracing::info!(volume = id, "volume deleted");
+        Ok(())
+    }
+
+    pub fn volume(&self, id: &str) -> Result<Arc<SqlVolume>, VolumeError> {
+        self.volumes
+            .read()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
+    }
+
+    pub fn figures(&self, id: &str) -> Result<VolumeFigures, VolumeError> {
+        Ok(figures(&*self.volume(id)?))
+    }
+
+    pub fn all_figures(&self) -> Vec<VolumeFigures> {
+        let mut all: Vec<VolumeFigures> = self
+            .volumes
+            .read()
+            .unwrap()
+            .values()
+            .map(|v| figures(v))
+            .collect();
+        all.sort_by(|a, b| a.volume_id.cmp(&b.volume_id));
+        all
+    }
+
+    pub fn backtrack(
+        &self,
+        id: &str,
+        request: &BacktrackRequest,
+    ) -> Result<BacktrackOutcome, VolumeError> {
+        let outcome = self.volume(id)?.backtrack(request)?;
+        tracing::info!(volume = id, backtrack = %outcome.backtrack_id, to_us = outcome.backtrack_to_us, "volume backtracked");
+        Ok(outcome)
+    }
+
+    pub fn execute(
+        &self,
+        id: &str,
+        request: &ExecuteRequest,
+    ) -> Result<ExecuteResult, VolumeError> {
+        self.volume(id)?.execute(request)
+    }
+
+    pub fn begin(&self, id: &str) -> Result<String, VolumeError> {
+        self.volume(id)?.begin()
+    }
+
+    pub fn commit(&self, id: &str, transaction: &str) -> Result<(), VolumeError> {
+        self.volume(id)?.commit(transaction)
+    }
+
+    pub fn rollback(&self, id: &str, transaction: &str) -> Result<(), VolumeError> {
+        self.volume(id)?.rollback(transaction)
+    }
+
+    pub fn now_us(&self) -> i64 {
+        self.clock.now_us()
+    }
+
+    /// One pass of maintenance: fold each volume to its window, keep the log within its
+    /// budget (folding the oldest history early if it must), delete segments nothing needs,
+    /// and roll back idle transactions.
+    pub fn maintain(&self) -> Maintenance {
+        let _one_pass = self.maintaining.lock().unwrap();
+        let mut done = Maintenance::default();
+        let volumes: Vec<Arc<SqlVolume>> = self.volumes.read().unwrap().values().cloned().collect();
+        for sql in &volumes {
+            match sql.volume().fold_for_window() {
+                Ok(true) => done.folds += 1,
+                Ok(false) => {}
+                Err(e) => tracing::error!(volume = %sql.volume().id, error = %e, "fold failed"),
+            }
+            done.transactions_expired +=
+                sql.expire_transactions(self.config.transaction_idle_timeout);
+        }
+        done.segments_deleted += self.delete_unneeded_segments();
+        while self.log.total_bytes() > self.config.log_budget_bytes {
+            let segments = self.log.segments();
+            let Some(&(oldest, _)) = segments.first().filter(|_| segments.len() > 1) else {
+                break;
+            };
+            for sql in &volumes {
+                let volume = sql.volume();
+                if let Some(used) = volume
+                    .segment_use()
+                    .get(&oldest)
+                    .filter(|_| volume.needs_segment(oldest))
+                {
+                    match volume.fold_through(used.max_lsn) {
+                        Ok(true) => {
+                            done.forced_folds += 1;
+                            tracing::warn!(volume = %volume.id, segment = oldest, "log budget full: history folded early");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(volume = %volume.id, error = %e, "forced fold failed")
+                        }
+                    }
+                }
+            }
+            let deleted = self.delete_unneeded_segments();
+            done.segments_deleted += deleted;
+            if deleted == 0 {
+                break;
+            }
+        }
+        done
+    }
+
+    /// Deletes the sealed segments that no volume needs any more.
+    fn delete_unneeded_segments(&self) -> usize {
+        let volumes: Vec<Arc<SqlVolume>> = self.volumes.read().unwrap().values().cloned().collect();
+        let active = self.log.active_segment();
+        let mut deleted = 0;
+        for (segment, _) in self.log.segments() {
+            if segment >= active || volumes.iter().any(|v| v.volume().needs_segment(segment)) {
+                continue;
+            }
+            match self.log.delete_segment(segment) {
+                Ok(()) => {
+                    for v in &volumes {
+                        v.volume().forget_segment(segment);
+                    }
+                    deleted += 1;
+                }
+                Err(e) => tracing::error!(segment, error = %e, "cannot delete a log segment"),
+            }
+        }
+        deleted
+    }
+
+    /// Stops maintenance and the log writer.
+    pub fn close(&self) {
+        {
+            let (stopped, wake) = &*self.stop;
+            *stopped.lock().unwrap() = true;
+            wake.notify_all();
+        }
+        if let Some(worker) = self.worker.lock().unwrap().take() {
+            let _ = worker.join();
+        }
+        self.volumes.write().unwrap().clear();
+        self.log.close();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap() = true;
+        wake.notify_all();
+    }
+}
+
+fn spawn_maintenance(
+    engine: Weak<Engine>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    every: Duration,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(move || loop {
+            {
+                let (stopped, wake) = &*stop;
+                let guard = stopped.lock().unwrap();
+                let (guard, _) = wake.wait_timeout_while(guard, every, |s| !*s).unwrap();
+                if *guard {
+                    return;
+                }
+            }
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let done = engine.maintain();
+            if done != Maintenance::default() {
+                tracing::debug!(?done, "maintenance");
+            }
+        })
+}
+
+fn figures(sql: &SqlVolume) -> VolumeFigures {
+    sql.volume()
+        .figures(sql.open_transactions(), sql.is_switching())
+}
+
+fn not_found(id: &str) -> VolumeError {
+    VolumeError::new(
+        ErrorCode::VolumeNotFound,
+        format!("volume {id} does not exist"),
+    )
+}
+
+/// Volume ids name directories: letters, digits, `-` and `_`, at most 128.
+fn validate_id(id: &str) -> Result<(), VolumeError> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(VolumeError::new(
+            ErrorCode::InvalidRequest,
+            format!("{id:?} is not a valid volume id"),
+        ))
+    }
+}
+
+fn validate_window(window_secs: u64) -> Result<(), VolumeError> {
+    if window_secs <= MAX_WINDOW_SECS {
+        Ok(())
+    } else {
+        Err(VolumeError::new(
+            ErrorCode::InvalidRequest,
+            format!("window {window_secs} is outside 0..={MAX_WINDOW_SECS} seconds"),
+        ))
+    }
+}

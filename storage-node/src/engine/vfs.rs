@@ -1,0 +1,653 @@
+//! The SQLite VFS `backtrack`: SQLite's main database file, served from a volume. This is the
+//! only module with `unsafe` code; every block says why it is sound.
+//!
+//! A file handle is a small state machine driven by SQLite's locks:
+//! - SHARED: the handle pins the volume's current snapshot and reads pages as of it, so readers
+//!   never see a commit land under them (snapshot isolation, as in WAL mode).
+//! - RESERVED: the handle takes the volume's single writer lock (refused with SQLITE_BUSY when
+//!   another connection writes or when the pinned snapshot is no longer the latest) and from
+//!   then on stages every page SQLite writes, spilled cache pages included.
+//! - `SQLITE_FCNTL_COMMIT_PHASETWO` (sent on commit only, never on rollback): the staged pages
+//!   become one log record, durable before SQLite is answered, then visible.
+//! - Unlocking below RESERVED without that signal is a rollback: the stage is dropped.
+//!
+//! The connection must use `journal_mode=MEMORY` (no journal file: atomicity is the log's).
+//! Main journals and WAL files are refused; temp databases and statement journals go to the
+//! default VFS. Volumes are opened by the name `btvol:<uuid>` through a registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+
+use libsqlite3_sys as ffi;
+
+use super::log::PAGE_SIZE;
+use super::volume::{Snapshot, Volume};
+
+pub const VFS_NAME: &str = "backtrack";
+const NAME_PREFIX: &str = "btvol:";
+
+fn registry() -> &'static RwLock<HashMap<String, Weak<Volume>>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<String, Weak<Volume>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// The name SQLite opens a volume by.
+pub fn db_name(volume: &Volume) -> String {
+    format!("{NAME_PREFIX}{}", volume.uuid)
+}
+
+/// Makes `volume` openable by SQLite (and registers the VFS on first use).
+pub fn register_volume(volume: &Arc<Volume>) -> Result<String, String> {
+    ensure_registered()?;
+    let name = db_name(volume);
+    registry()
+        .write()
+        .unwrap()
+        .insert(name.clone(), Arc::downgrade(volume));
+    Ok(name)
+}
+
+pub fn unregister_volume(volume: &Volume) {
+    registry().write().unwrap().remove(&db_name(volume));
+}
+
+fn lookup(name: &str) -> Option<Arc<Volume>> {
+    registry().read().unwrap().get(name).and_then(Weak::upgrade)
+}
+
+/// Registers the VFS with SQLite, once per process.
+pub fn ensure_registered() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED.get_or_init(register).clone()
+}
+
+fn register() -> Result<(), String> {
+    // SAFETY: sqlite3_vfs_find with a null name returns the default VFS, a static object
+    // owned by SQLite for the life of the process (or null, checked below).
+    let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
+    if default.is_null() {
+        return Err("SQLite has no default VFS".into());
+    }
+    // SAFETY: `default` is non-null and points to SQLite's VFS object, which is never freed.
+    let (default_size, max_path) = unsafe { ((*default).szOsFile, (*default).mxPathname) };
+    let name = CString::new(VFS_NAME).expect("no NUL in the name");
+    let vfs = Box::new(ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: default_size.max(std::mem::size_of::<VolumeFile>() as c_int),
+        mxPathname: max_path,
+        pNext: ptr::null_mut(),
+        zName: name.into_raw(),
+        pAppData: default.cast(),
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: Some(x_dl_sym),
+        xDlClose: Some(x_dl_close),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    });
+    // SAFETY: the VFS object is leaked, so it outlives every use SQLite makes of it; its name
+    // is a leaked C string; registering (not as default) is allowed at any time.
+    let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("sqlite3_vfs_register failed: {rc}"))
+    }
+}
+
+/// Our `sqlite3_file`: SQLite's header, then a pointer to the handle's Rust state.
+#[repr(C)]
+struct VolumeFile {
+    base: ffi::sqlite3_file,
+    state: *mut FileState,
+}
+
+struct FileState {
+    volume: Arc<Volume>,
+    lock: c_int,
+    /// The state this handle reads, from SHARED until NONE.
+    snapshot: Option<Snapshot>,
+    /// The transaction being written, from RESERVED until commit or rollback.
+    stage: Option<Stage>,
+}
+
+struct Stage {
+    base: Snapshot,
+    pages: BTreeMap<u32, Box<[u8]>>,
+    db_pages: u32,
+}
+
+impl FileState {
+    fn db_pages(&self) -> u32 {
+        match (&self.stage, &self.snapshot) {
+            (Some(stage), _) => stage.db_pages,
+            (None, Some(snapshot)) => snapshot.db_pages,
+            (None, None) => self.volume.snapshot().db_pages,
+        }
+    }
+
+    fn read(&self, index: u32, out: &mut [u8]) -> c_int {
+        if let Some(page) = self.stage.as_ref().and_then(|s| s.pages.get(&index)) {
+            out.copy_from_slice(page);
+            return ffi::SQLITE_OK;
+        }
+        let snapshot = match &self.snapshot {
+            Some(s) => s.clone(),
+            // SQLite reads the header once before it locks anything.
+            None => self.volume.snapshot(),
+        };
+        match self.volume.read_page(&snapshot, index, out) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(e) => {
+                tracing::error!(volume = %self.volume.id, page = index, error = %e, "page read failed");
+                ffi::SQLITE_IOERR_READ
+            }
+        }
+    }
+
+    fn reserve(&mut self) -> c_int {
+        if self.stage.is_some() {
+            return ffi::SQLITE_OK;
+        }
+        let snapshot = match &self.snapshot {
+            Some(s) => s.clone(),
+            None => return ffi::SQLITE_BUSY,
+        };
+        if !self.volume.try_reserve(&snapshot) {
+            return ffi::SQLITE_BUSY;
+        }
+        self.stage = Some(Stage {
+            db_pages: snapshot.db_pages,
+            base: snapshot,
+            pages: BTreeMap::new(),
+        });
+        ffi::SQLITE_OK
+    }
+
+    /// Ends the write transaction: a rollback unless `commit` made it durable already.
+    fn end_write(&mut self) {
+        if self.stage.take().is_some() {
+            self.volume.release_reserve();
+        }
+    }
+
+    fn commit(&mut self) -> c_int {
+        let Some(stage) = &self.stage else {
+            return ffi::SQLITE_OK;
+        };
+        match self
+            .volume
+            .commit(&stage.base, &stage.pages, stage.db_pages)
+        {
+            Ok(snapshot) => {
+                self.snapshot = Some(snapshot);
+                self.end_write();
+                ffi::SQLITE_OK
+            }
+            Err(e) => {
+                tracing::error!(volume = %self.volume.id, error = %e, "commit failed");
+                ffi::SQLITE_IOERR
+            }
+        }
+    }
+}
+
+impl Drop for FileState {
+    fn drop(&mut self) {
+        self.end_write();
+    }
+}
+
+static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// Runs a callback body, turning a panic into an I/O error instead of unwinding into C.
+fn guarded(body: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(ffi::SQLITE_IOERR)
+}
+
+/// The Rust state of one of our open files.
+///
+/// SAFETY (for callers): `file` must be a handle this VFS opened as a main database (its
+/// `pMethods` is `IO_METHODS`, so SQLite calls these methods only on such handles) and not yet
+/// closed; SQLite calls a handle's methods from one thread at a time, so the exclusive
+/// reference does not alias.
+unsafe fn state<'a>(file: *mut ffi::sqlite3_file) -> &'a mut FileState {
+    // SAFETY: per the contract above, `file` is a live VolumeFile whose `state` came from
+    // Box::into_raw in x_open and is freed only in x_close.
+    unsafe { &mut *(*file.cast::<VolumeFile>()).state }
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    // SAFETY: `vfs` is our registered VFS, whose pAppData is the default VFS (set in register).
+    let default: *mut ffi::sqlite3_vfs = unsafe { (*vfs).pAppData.cast() };
+    if flags & ffi::SQLITE_OPEN_MAIN_DB == 0 {
+        if flags & (ffi::SQLITE_OPEN_MAIN_JOURNAL | ffi::SQLITE_OPEN_WAL) != 0 {
+            // Atomicity is the log's; a journal or WAL file would bypass it.
+            // SAFETY: `file` points to szOsFile writable bytes provided by SQLite.
+            unsafe { (*file).pMethods = ptr::null() };
+            return ffi::SQLITE_CANTOPEN;
+        }
+        // Temp databases and statement journals: the default VFS, in the same memory (our
+        // szOsFile is at least the default's).
+        // SAFETY: the default VFS's xOpen is called with its own VFS object and a buffer of at
+        // least its szOsFile bytes, as SQLite itself would.
+        return unsafe {
+            ((*default).xOpen.expect("the default VFS opens files"))(
+                default, name, file, flags, out_flags,
+            )
+        };
+    }
+    guarded(|| {
+        let volume = if name.is_null() {
+            None
+        } else {
+            // SAFETY: SQLite passes a NUL-terminated file name that lives while the file is open.
+            let name = unsafe { CStr::from_ptr(name) }.to_str().unwrap_or_default();
+            lookup(name)
+        };
+        let Some(volume) = volume else {
+            // SAFETY: as above, `file` is SQLite's buffer for this handle.
+            unsafe { (*file).pMethods = ptr::null() };
+            return ffi::SQLITE_CANTOPEN;
+        };
+        let state = Box::new(FileState {
+            volume,
+            lock: ffi::SQLITE_LOCK_NONE,
+            snapshot: None,
+            stage: None,
+        });
+        // SAFETY: `file` has room for a VolumeFile (szOsFile); we initialize both fields, and
+        // the state pointer is reclaimed exactly once, in x_close.
+        unsafe {
+            let ours = file.cast::<VolumeFile>();
+            (*ours).base.pMethods = &IO_METHODS;
+            (*ours).state = Box::into_raw(state);
+            if !out_flags.is_null() {
+                *out_flags = flags;
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guarded(|| {
+        // SAFETY: `file` is one of ours (see `state`); taking the state back into a Box frees
+        // it once, and the pointer is nulled so nothing can use it again.
+        unsafe {
+            let ours = file.cast::<VolumeFile>();
+            if !(*ours).state.is_null() {
+                drop(Box::from_raw((*ours).state));
+                (*ours).state = ptr::null_mut();
+            }
+        }
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`.
+        let st = unsafe { state(file) };
+        // SAFETY: SQLite provides `amount` writable bytes at `buf`.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), amount as usize) };
+        let index = (offset / PAGE_SIZE as i64) as u32;
+        let within = (offset % PAGE_SIZE as i64) as usize;
+        if within + out.len() > PAGE_SIZE {
+            return ffi::SQLITE_IOERR_READ;
+        }
+        if index >= st.db_pages() {
+            out.fill(0);
+            return ffi::SQLITE_IOERR_SHORT_READ;
+        }
+        if within == 0 && out.len() == PAGE_SIZE {
+            return st.read(index, out);
+        }
+        let mut page = vec![0u8; PAGE_SIZE];
+        let rc = st.read(index, &mut page);
+        out.copy_from_slice(&page[within..within + out.len()]);
+        rc
+    })
+}
+
+unsafe extern "C" fn x_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`.
+        let st = unsafe { state(file) };
+        if amount as usize != PAGE_SIZE || offset % PAGE_SIZE as i64 != 0 {
+            // Only 4 KiB pages: a different page_size never reaches the volume.
+            return ffi::SQLITE_IOERR_WRITE;
+        }
+        let Some(stage) = st.stage.as_mut() else {
+            return ffi::SQLITE_IOERR_WRITE;
+        };
+        // SAFETY: SQLite provides `amount` readable bytes at `buf`.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), PAGE_SIZE) };
+        let index = (offset / PAGE_SIZE as i64) as u32;
+        stage.pages.insert(index, bytes.into());
+        stage.db_pages = stage.db_pages.max(index + 1);
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`.
+        let st = unsafe { state(file) };
+        let Some(stage) = st.stage.as_mut() else {
+            return ffi::SQLITE_IOERR_TRUNCATE;
+        };
+        let pages = (size as u64).div_ceil(PAGE_SIZE as u64) as u32;
+        stage.pages.retain(|&index, _| index < pages);
+        stage.db_pages = pages;
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_sync(_file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    // Durability comes at COMMIT_PHASETWO, from the log.
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`; `size` is SQLite's out-parameter.
+        unsafe { *size = i64::from(state(file).db_pages()) * PAGE_SIZE as i64 };
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`.
+        let st = unsafe { state(file) };
+        if st.snapshot.is_none() {
+            st.snapshot = Some(st.volume.snapshot());
+        }
+        if level >= ffi::SQLITE_LOCK_RESERVED {
+            let rc = st.reserve();
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+        }
+        st.lock = st.lock.max(level);
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`.
+        let st = unsafe { state(file) };
+        if level < ffi::SQLITE_LOCK_RESERVED {
+            st.end_write();
+        }
+        if level == ffi::SQLITE_LOCK_NONE {
+            st.snapshot = None;
+        }
+        st.lock = level;
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    guarded(|| {
+        // SAFETY: see `state`; `out` is SQLite's out-parameter.
+        unsafe { *out = c_int::from(state(file).volume.is_reserved()) };
+        ffi::SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    _arg: *mut c_void,
+) -> c_int {
+    if op != ffi::SQLITE_FCNTL_COMMIT_PHASETWO {
+        return ffi::SQLITE_NOTFOUND;
+    }
+    guarded(|| {
+        // SAFETY: see `state`.
+        unsafe { state(file) }.commit()
+    })
+}
+
+unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
+    PAGE_SIZE as c_int
+}
+
+unsafe extern "C" fn x_device_characteristics(_file: *mut ffi::sqlite3_file) -> c_int {
+    ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
+}
+
+/// The default VFS this one delegates to.
+///
+/// SAFETY (for callers): `vfs` must be our VFS object, whose pAppData is the default VFS.
+unsafe fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: per the contract, pAppData was set to the (static) default VFS in register().
+    unsafe { (*vfs).pAppData.cast() }
+}
+
+fn is_ours(name: *const c_char) -> Option<String> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: SQLite passes NUL-terminated names.
+    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    name.starts_with(NAME_PREFIX).then(|| name.to_string())
+}
+
+unsafe extern "C" fn x_delete(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    sync_dir: c_int,
+) -> c_int {
+    if is_ours(name).is_some() {
+        // Volumes (and their never-created journals) are deleted through the engine only.
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default).xDelete.expect("the default VFS deletes"))(default, name, sync_dir)
+    }
+}
+
+unsafe extern "C" fn x_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    if let Some(name) = is_ours(name) {
+        // A volume exists while registered; its journal, WAL and shm files never do.
+        // SAFETY: `out` is SQLite's out-parameter.
+        unsafe { *out = c_int::from(lookup(&name).is_some()) };
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default).xAccess.expect("the default VFS answers access"))(default, name, flags, out)
+    }
+}
+
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    size: c_int,
+    out: *mut c_char,
+) -> c_int {
+    if let Some(name) = is_ours(name) {
+        if name.len() + 1 > size as usize {
+            return ffi::SQLITE_CANTOPEN;
+        }
+        // SAFETY: `out` has room for `size` bytes, checked above to hold the name and its NUL.
+        unsafe {
+            ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), out, name.len());
+            *out.add(name.len()) = 0;
+        }
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default)
+            .xFullPathname
+            .expect("the default VFS resolves paths"))(default, name, size, out)
+    }
+}
+
+unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        match (*default).xDlOpen {
+            Some(f) => f(default, name),
+            None => ptr::null_mut(),
+        }
+    }
+}
+
+unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, size: c_int, out: *mut c_char) {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        if let Some(f) = (*default).xDlError {
+            f(default, size, out)
+        }
+    }
+}
+
+type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
+
+unsafe extern "C" fn x_dl_sym(
+    vfs: *mut ffi::sqlite3_vfs,
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> Option<DlSym> {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        (*default).xDlSym.and_then(|f| f(default, handle, symbol))
+    }
+}
+
+unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        if let Some(f) = (*default).xDlClose {
+            f(default, handle)
+        }
+    }
+}
+
+unsafe extern "C" fn x_randomness(
+    vfs: *mut ffi::sqlite3_vfs,
+    size: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default)
+            .xRandomness
+            .expect("the default VFS has randomness"))(default, size, out)
+    }
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default).xSleep.expect("the default VFS sleeps"))(default, micros)
+    }
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        ((*default).xCurrentTime.expect("the default VFS tells time"))(default, out)
+    }
+}
+
+unsafe extern "C" fn x_get_last_error(
+    vfs: *mut ffi::sqlite3_vfs,
+    size: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
+    unsafe {
+        let default = default_vfs(vfs);
+        match (*default).xGetLastError {
+            Some(f) => f(default, size, out),
+            None => 0,
+        }
+    }
+}
+
+unsafe extern "C" fn x_current_time_int64(
+    vfs: *mut ffi::sqlite3_vfs,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments; the
+    // default VFS (unix) is version 2 or later, so it has xCurrentTimeInt64.
+    unsafe {
+        let default = default_vfs(vfs);
+        match (*default).xCurrentTimeInt64 {
+            Some(f) => f(default, out),
+            None => ffi::SQLITE_ERROR,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The node's HTTP API (the contract in `api`): thin handlers over the engine. Engine work
+//! blocks (SQLite, fsync), so it runs on tokio's blocking pool. One error type turns every
+//! failure into the contract's `{"code", "message"}` body with the code's status.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{
+    BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume, NodeErrorBody,
+    TransactionStarted, VolumeList,
+};
+use crate::engine::volume::VolumeError;
+use crate::engine::Engine;
+
+/// Execute requests carry batches; allow them room.
+const BODY_LIMIT: usize = 64 << 20;
+
+#[derive(Clone)]
+struct Node {
+    engine: Arc<Engine>,
+    token: Arc<str>,
+}
+
+pub fn router(engine: Arc<Engine>, token: &str) -> Router {
+    let node = Node {
+        engine,
+        token: token.into(),
+    };
+    let volumes = Router::new()
+        .route("/v1/volumes", get(list_volumes))
+        .route(
+            "/v1/volumes/{id}",
+            get(get_volume)
+                .put(create_volume)
+                .patch(modify_volume)
+                .delete(delete_volume),
+        )
+        .route("/v1/volumes/{id}/backtracks", post(backtrack))
+        .route("/v1/volumes/{id}/execute", post(execute))
+        .route("/v1/volumes/{id}/transactions", post(begin))
+        .route("/v1/volumes/{id}/transactions/{tx}/commit", post(commit))
+        .route(
+            "/v1/volumes/{id}/transactions/{tx}/rollback",
+            post(rollback),
+        )
+        .route_layer(middleware::from_fn_with_state(node.clone(), require_token));
+    Router::new()
+        .merge(volumes)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { NodeError::new(ErrorCode::InvalidRequest, "no such route") })
+        .with_state(node)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn require_token(State(node): State<Node>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), node.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => NodeError::new(ErrorCode::Unauthorized, "a valid bearer token is required")
+            .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Every failure of a call: the contract's code and a message.
+#[derive(Debug)]
+pub struct NodeError(VolumeError);
+
+impl NodeError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        NodeError(VolumeError::new(code, message))
+    }
+}
+
+impl From<VolumeError> for NodeError {
+    fn from(e: VolumeError) -> Self {
+        NodeError(e)
+    }
+}
+
+impl From<JsonRejection> for NodeError {
+    fn from(e: JsonRejection) -> Self {
+        NodeError::new(ErrorCode::InvalidRequest, e.body_text())
+    }
+}
+
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let VolumeError { code, message } = self.0;
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code == ErrorCode::Internal {
+            tracing::error!(%message, "internal error");
+        }
+        (status, Json(NodeErrorBody { code, message })).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, NodeError>;
+
+/// Runs engine work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::result::Result<T, VolumeError> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::new(ErrorCode::Internal, format!("engine task failed: {e}")))?
+        .map_err(NodeError::from)
+}
+
+async fn healthz(State(node): State<Node>) -> Response {
+    let volumes = node.engine.all_figures().len();
+    match node.engine.log().failure() {
+        None => Json(Health {
+            status: "ok".into(),
+            volumes,
+        })
+        .into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: format!("failed: {why}"),
+                volumes,
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn list_volumes(State(node): State<Node>) -> Result<Json<VolumeList>> {
+    let engine = node.engine.clone();
+    let volumes = blocking(move || Ok(engine.all_figures())).await?;
+    Ok(Json(VolumeList { volumes }))
+}
+
+async fn get_volume(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.figures(&id)).await?).into_response())
+}
+
+async fn create_volume(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<CreateVolume>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.create_volume(&id, body.window_secs)).await?).into_response())
+}
+
+async fn modify_volume(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<ModifyVolume>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.modify_volume(&id, body.window_secs)).await?).into_response())
+}
+
+async fn delete_volume(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {
+    let engine = node.engine.clone();
+    blocking(move || engine.delete_volume(&id)).await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+async fn backtrack(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<BacktrackRequest>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.backtrack(&id, &body)).await?).into_response())
+}
+
+async fn execute(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<ExecuteRequest>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.execute(&id, &body)).await?).into_response())
+}
+
+async fn begin(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {
+    let engine = node.engine.clone();
+    let transaction_id = blocking(move || engine.begin(&id)).await?;
+    Ok(Json(TransactionStarted { transaction_id }).into_response())
+}
+
+async fn commit(
+    State(node): State<Node>,
+    Path((id, tx)): Path<(String, String)>,
+) -> Result<Response> {
+    let engine = node.engine.clone();
+    blocking(move || engine.commit(&id, &tx)).await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+async fn rollback(
+    State(node): State<Node>,
+    Path((id, tx)): Path<(String, String)>,
+) -> Result<Response> {
+    let engine = node.engine.clone();
+    blocking(move || engine.rollback(&id, &tx)).await?;
+    Ok(Json(serde_json::json!({})).into_response())
+}
+
+/// Prometheus text format: the node's log and each volume's figures.
+async fn metrics(State(node): State<Node>) -> Response {
+    let engine = node.engine.clone();
+    let text = tokio::task::spawn_blocking(move || render_metrics(&engine))
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn render_metrics(engine: &Engine) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let log = engine.log();
+    let stats = log.stats();
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "backtrack_node_log_bytes",
+        "gauge",
+        "Bytes in the change log.",
+        &one(log.total_bytes() as f64),
+    );
+    metric(
+        "backtrack_node_log_segments",
+        "gauge",
+        "Segments in the change log.",
+        &one(log.segments().len() as f64),
+    );
+    metric(
+        "backtrack_node_log_records_total",
+        "counter",
+        "Records appended to the log.",
+        &one(stats.records.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "backtrack_node_log_syncs_total",
+        "counter",
+        "fdatasync calls of the log (group commits).",
+        &one(stats.syncs.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "backtrack_node_log_failed",
+        "gauge",
+        "1 when the log failed and the node must restart.",
+        &one(f64::from(u8::from(log.failure().is_some()))),
+    );
+    let volumes = engine.all_figures();
+    metric(
+        "backtrack_node_volumes",
+        "gauge",
+        "Volumes on this node.",
+        &one(volumes.len() as f64),
+    );
+    let per_volume = |f: &dyn Fn(&crate::api::VolumeFigures) -> f64| -> Vec<(String, f64)> {
+        volumes
+            .iter()
+            .map(|v| (format!("{{volume=\"{}\"}}", v.volume_id), f(v)))
+            .collect()
+    };
+    metric(
+        "backtrack_volume_change_records_created_total",
+        "counter",
+        "Change records (page versions) written by commits.",
+        &per_volume(&|v| v.change_records_created as f64),
+    );
+    metric(
+        "backtrack_volume_change_records_stored",
+        "gauge",
+        "Change records retained for the backtrack window.",
+        &per_volume(&|v| v.change_records_stored as f64),
+    );
+    metric(
+        "backtrack_volume_window_seconds",
+        "gauge",
+        "Target backtrack window.",
+        &per_volume(&|v| v.window_secs as f64),
+    );
+    metric(
+        "backtrack_volume_actual_window_seconds",
+        "gauge",
+        "Backtrack window the volume can really rewind.",
+        &per_volume(&|v| v.actual_window_secs as f64),
+    );
+    metric(
+        "backtrack_volume_bytes_on_disk",
+        "gauge",
+        "Bytes of log and base image held for the volume.",
+        &per_volume(&|v| v.bytes_on_disk as f64),
+    );
+    metric(
+        "backtrack_volume_open_transactions",
+        "gauge",
+        "Open transactions.",
+        &per_volume(&|v| f64::from(v.open_transactions)),
+    );
+    out
+}
