@@ -178,8 +178,7 @@ async fn the_service_process_killed_mid_job_finishes_the_job_after_restart() {
     assert_eq!(status, 202, "{body}");
     let id = body["BacktrackIdentifier"].as_str().unwrap().to_string();
     wait_until(|| async { !backtrack_calls(&node).await.is_empty() }).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
 
     let (mut second, address) = spawn_process(&db, &node);
     let app = Client(address);
@@ -194,15 +193,30 @@ async fn the_service_process_killed_mid_job_finishes_the_job_after_restart() {
         assert!(Instant::now() < deadline, "never finished: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     assert_eq!(done["Status"], "completed", "{done}");
     let calls = backtrack_calls(&node).await;
     assert_eq!(calls.len(), 2);
     assert!(calls.iter().all(|c| c.to_string() == id));
 }
 
-fn spawn_process(db: &TestDb, node: &wiremock::MockServer) -> (Child, String) {
+/// The service process, killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+struct Process(Child);
+
+impl Process {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_process(db: &TestDb, node: &wiremock::MockServer) -> (Process, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backtrack-service"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--database-url")
@@ -232,7 +246,7 @@ fn spawn_process(db: &TestDb, node: &wiremock::MockServer) -> (Child, String) {
         .strip_prefix("backtrack-service listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    (child, address)
+    (Process(child), address)
 }
 
 struct Client(String);

@@ -1,10 +1,11 @@
 //! The node's append-only log: every committed transaction of every volume, as one checksummed
 //! record, in segment files under `log/`.
 //!
-//! Durability: one writer thread owns the active segment. Committers hand it their record and
-//! block; it takes everything queued, writes it with one `write`, makes it durable with one
-//! `fdatasync`, and only then answers each committer (group commit: one sync serves many
-//! commits). A commit is acknowledged only once its record is on disk.
+//! Durability: committers queue their records; whichever finds the log idle leads the batch:
+//! it writes everything queued with one `write`, makes it durable with one `fdatasync`, and
+//! only then answers each committer (group commit: one sync serves many commits). A commit is
+//! acknowledged only once its record is on disk. Segments are preallocated, zero-filled, by a
+//! background thread, so a sync writes data without also journaling a new file size.
 //!
 //! Formats (little-endian; each starts with a magic number and a version):
 //! - segment `NNNNNNNNNNNNNNNN.seg`: a 32-byte header (`BTLOGSG1`, version, segment number),
@@ -17,18 +18,18 @@
 //!   sealed segment instead of its 64 MiB.
 //!
 //! Recovery reads the sealed segments' indexes (rescanning a segment whose index is missing or
-//! does not match), then scans the active segment record by record and truncates it at the
-//! first record that is short or fails its CRC: such a torn tail is always an unacknowledged
-//! suffix, because answers are sent after the sync. Nothing is guessed.
+//! does not match), then scans the active segment record by record up to the first record
+//! that is short, zero or fails its CRC, and zeroes everything after it: such a torn tail is
+//! always an unacknowledged suffix, because answers are sent after the sync. Nothing is
+//! guessed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use uuid::Uuid;
@@ -42,8 +43,6 @@ const SEGMENT_HEADER: u64 = 32;
 pub const RECORD_HEADER: usize = 4 + 4 + 1 + 16 + 8 + 8 + 4 + 4;
 /// One page in a commit record: its number and its bytes.
 pub const PAGE_ENTRY: usize = 4 + PAGE_SIZE;
-/// The most a batch writes before syncing, so a flood of commits still gets answered.
-const MAX_BATCH_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -232,11 +231,6 @@ pub struct Appended {
     pub offset: u64,
 }
 
-struct Append {
-    record: Vec<u8>,
-    reply: SyncSender<Result<Appended, LogError>>,
-}
-
 /// Counters for /metrics.
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -245,28 +239,50 @@ pub struct LogStats {
     pub syncs: AtomicU64,
 }
 
+/// A zero-filled segment made ahead of time, renamed into place at the next rollover.
+const SPARE: &str = "spare.seg";
+const SPARE_TMP: &str = "spare.tmp";
+
+/// Committers waiting for their records to be durable.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(u64, Vec<u8>)>,
+    /// A committer is writing and syncing a batch.
+    flushing: bool,
+    next_ticket: u64,
+    done: HashMap<u64, Result<Appended, LogError>>,
+    closed: bool,
+}
+
 struct Shared {
     dir: PathBuf,
+    segment_bytes: u64,
     /// Read handles of every segment, by number.
     files: RwLock<BTreeMap<u64, Arc<File>>>,
-    /// Bytes in each segment.
+    /// Where each segment's records end.
     sizes: Mutex<BTreeMap<u64, u64>>,
     active: AtomicU64,
     failure: Mutex<Option<String>>,
     stats: LogStats,
+    queue: Mutex<Queue>,
+    flushed: Condvar,
+    writer: Mutex<WriterState>,
+    /// Asks the preallocator for a spare; `true` also when stopping.
+    spare_wanted: (Mutex<(bool, bool)>, Condvar),
 }
 
 pub struct Log {
     shared: Arc<Shared>,
-    sender: Mutex<Option<SyncSender<Append>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    preallocator: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering it, and returns every record found, in
     /// log order.
     pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<(Log, Vec<RecordMeta>)> {
+        let segment_bytes = segment_bytes.max(SEGMENT_HEADER + PAGE_ENTRY as u64);
         std::fs::create_dir_all(dir)?;
+        remove_if_exists(&dir.join(SPARE_TMP))?;
         let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -275,11 +291,11 @@ impl Log {
             })
             .collect();
         numbers.sort_unstable();
-        // A segment created by a crash in the middle of sealing may lack even its header.
+        // A segment whose header never reached the disk (a crash right after a rollover)
+        // holds nothing that was acknowledged: records are synced together with the header.
         if let Some(&last) = numbers.last() {
-            let path = segment_path(dir, last);
-            if std::fs::metadata(&path)?.len() < SEGMENT_HEADER && numbers.len() > 1 {
-                std::fs::remove_file(&path)?;
+            if !has_header(&segment_path(dir, last))? {
+                std::fs::remove_file(segment_path(dir, last))?;
                 sync_dir(dir)?;
                 numbers.pop();
             }
@@ -289,90 +305,125 @@ impl Log {
         let mut files = BTreeMap::new();
         for (i, &number) in numbers.iter().enumerate() {
             let path = segment_path(dir, number);
-            let active = i + 1 == numbers.len();
-            let found = if active {
+            let (found, end) = if i + 1 == numbers.len() {
                 let (found, end) = scan_segment(&path, number, true)?;
-                sizes.insert(number, end);
-                found
+                zero_tail(&path, end)?;
+                (found, end)
             } else {
-                let found = match read_index(dir, number)? {
+                match read_index(dir, number)? {
                     Some(found) => found,
                     None => {
                         let (found, end) = scan_segment(&path, number, false)?;
                         write_index(dir, number, end, &found)?;
-                        found
+                        (found, end)
                     }
-                };
-                sizes.insert(number, std::fs::metadata(&path)?.len());
-                found
+                }
             };
+            sizes.insert(number, end);
             records.extend(found);
             files.insert(number, Arc::new(File::open(&path)?));
         }
         let active = match numbers.last() {
             Some(&n) => n,
             None => {
-                create_segment(dir, 1)?;
+                create_segment(dir, 1, segment_bytes)?;
                 files.insert(1, Arc::new(File::open(segment_path(dir, 1))?));
                 sizes.insert(1, SEGMENT_HEADER);
                 1
             }
         };
-        let writer_file = OpenOptions::new()
-            .append(true)
-            .open(segment_path(dir, active))?;
-        let active_records = records
-            .iter()
-            .filter(|r| r.segment == active)
-            .cloned()
-            .collect();
+        let writer = WriterState {
+            file: OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(segment_path(dir, active))?,
+            segment: active,
+            size: sizes[&active],
+            metas: records
+                .iter()
+                .filter(|r| r.segment == active)
+                .cloned()
+                .collect(),
+        };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            segment_bytes,
             files: RwLock::new(files),
             sizes: Mutex::new(sizes),
             active: AtomicU64::new(active),
             failure: Mutex::new(None),
             stats: LogStats::default(),
+            queue: Mutex::new(Queue::default()),
+            flushed: Condvar::new(),
+            writer: Mutex::new(writer),
+            spare_wanted: (Mutex::new((true, false)), Condvar::new()),
         });
-        // A small queue: committers beyond it wait, which is the back-pressure we want.
-        let (sender, receiver) = mpsc::sync_channel(1024);
-        let state = WriterState {
-            shared: shared.clone(),
-            file: writer_file,
-            segment: active,
-            size: shared.sizes.lock().unwrap()[&active],
-            metas: active_records,
-            segment_bytes: segment_bytes.max(SEGMENT_HEADER + PAGE_ENTRY as u64),
-        };
-        let writer = std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || state.run(receiver))?;
+        let worker = shared.clone();
+        let preallocator = std::thread::Builder::new()
+            .name("log-preallocator".into())
+            .spawn(move || preallocate(&worker))?;
         Ok((
             Log {
                 shared,
-                sender: Mutex::new(Some(sender)),
-                writer: Mutex::new(Some(writer)),
+                preallocator: Mutex::new(Some(preallocator)),
             },
             records,
         ))
     }
 
     /// Appends a record and returns once it is durable.
+    ///
+    /// Group commit without a writer thread: the first committer to find the log idle becomes
+    /// the leader, writes every record queued so far with one write, syncs once, and hands
+    /// each committer its answer; the others wait. A lone committer pays no thread handoff.
     pub fn append(&self, record: Vec<u8>) -> Result<Appended, LogError> {
-        if let Some(why) = self.shared.failure.lock().unwrap().clone() {
+        let shared = &self.shared;
+        if let Some(why) = shared.failure.lock().unwrap().clone() {
             return Err(LogError::Failed(why));
         }
-        let sender = self
-            .sender
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or(LogError::Closed)?;
-        let (reply, answer) = mpsc::sync_channel(1);
-        sender
-            .send(Append { record, reply })
-            .map_err(|_| LogError::Closed)?;
-        answer.recv().map_err(|_| LogError::Closed)?
+        let mut queue = shared.queue.lock().unwrap();
+        if queue.closed {
+            return Err(LogError::Closed);
+        }
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.pending.push((ticket, record));
+        loop {
+            if let Some(done) = queue.done.remove(&ticket) {
+                return done;
+            }
+            if queue.flushing {
+                queue = shared.flushed.wait(queue).unwrap();
+                continue;
+            }
+            queue.flushing = true;
+            let batch = std::mem::take(&mut queue.pending);
+            drop(queue);
+            let outcome = shared.writer.lock().unwrap().write_batch(shared, &batch);
+            queue = shared.queue.lock().unwrap();
+            match outcome {
+                Ok(placed) => {
+                    for ((ticket, _), placed) in batch.iter().zip(placed) {
+                        queue.done.insert(*ticket, Ok(placed));
+                    }
+                }
+                Err(e) => {
+                    // Everyone in the batch and everyone queued hears of it; later appends
+                    // fail early. Recovery decides what is durable.
+                    let why = e.to_string();
+                    tracing::error!(error = %why, "the change log failed");
+                    *shared.failure.lock().unwrap() = Some(why.clone());
+                    let waiting: Vec<u64> = queue.pending.drain(..).map(|(t, _)| t).collect();
+                    for ticket in batch.iter().map(|(t, _)| *t).chain(waiting) {
+                        queue
+                            .done
+                            .insert(ticket, Err(LogError::Failed(why.clone())));
+                    }
+                }
+            }
+            queue.flushing = false;
+            shared.flushed.notify_all();
+        }
     }
 
     /// Reads `buf.len()` bytes at `offset` of `segment`.
@@ -390,7 +441,7 @@ impl Log {
         self.shared.files.read().unwrap().get(&segment).cloned()
     }
 
-    /// Every segment and its size in bytes, oldest first.
+    /// Every segment and where its records end, oldest first.
     pub fn segments(&self) -> Vec<(u64, u64)> {
         self.shared
             .sizes
@@ -401,8 +452,18 @@ impl Log {
             .collect()
     }
 
+    /// Bytes of records in the log.
     pub fn total_bytes(&self) -> u64 {
         self.shared.sizes.lock().unwrap().values().sum()
+    }
+
+    /// Bytes the segments take on disk (each is preallocated whole), not counting the spare.
+    pub fn disk_bytes(&self) -> u64 {
+        let sizes = self.shared.sizes.lock().unwrap();
+        sizes
+            .values()
+            .map(|size| (*size).max(self.shared.segment_bytes))
+            .sum()
     }
 
     pub fn active_segment(&self) -> u64 {
@@ -431,11 +492,22 @@ impl Log {
         self.shared.failure.lock().unwrap().clone()
     }
 
-    /// Stops the writer after the appends already queued.
+    /// Refuses new appends, lets the batch under way finish, and stops the preallocator.
     pub fn close(&self) {
-        self.sender.lock().unwrap().take();
-        if let Some(writer) = self.writer.lock().unwrap().take() {
-            let _ = writer.join();
+        {
+            let mut queue = self.shared.queue.lock().unwrap();
+            queue.closed = true;
+            while queue.flushing || !queue.pending.is_empty() {
+                queue = self.shared.flushed.wait(queue).unwrap();
+            }
+        }
+        {
+            let (wanted, wake) = &self.shared.spare_wanted;
+            wanted.lock().unwrap().1 = true;
+            wake.notify_all();
+        }
+        if let Some(worker) = self.preallocator.lock().unwrap().take() {
+            let _ = worker.join();
         }
     }
 }
@@ -446,128 +518,196 @@ impl Drop for Log {
     }
 }
 
+/// The active segment, owned by whichever committer leads the current batch.
 struct WriterState {
-    shared: Arc<Shared>,
     file: File,
     segment: u64,
+    /// Where the next record goes.
     size: u64,
     /// Descriptions of the active segment's records, for its index when it is sealed.
     metas: Vec<RecordMeta>,
-    segment_bytes: u64,
 }
 
 impl WriterState {
-    fn run(mut self, queue: Receiver<Append>) {
-        while let Ok(first) = queue.recv() {
-            let mut batch = vec![first];
-            let mut bytes = batch[0].record.len();
-            while bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        bytes += next.record.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            match self.write_batch(&batch) {
-                Ok(placed) => {
-                    for (append, placed) in batch.into_iter().zip(placed) {
-                        let _ = append.reply.send(Ok(placed));
-                    }
-                }
-                Err(e) => {
-                    // Every committer of the failed batch hears of it, and so does everyone
-                    // queued; later appends fail early. Recovery decides what is durable.
-                    let why = e.to_string();
-                    tracing::error!(error = %why, "the change log failed");
-                    *self.shared.failure.lock().unwrap() = Some(why.clone());
-                    for append in batch.into_iter().chain(queue.try_iter()) {
-                        let _ = append.reply.send(Err(LogError::Failed(why.clone())));
-                    }
-                }
-            }
-        }
-        let _ = self.file.sync_data();
-    }
-
     /// Writes the batch (sealing segments as they fill) and syncs; all or an error.
-    fn write_batch(&mut self, batch: &[Append]) -> io::Result<Vec<Appended>> {
+    fn write_batch(
+        &mut self,
+        shared: &Shared,
+        batch: &[(u64, Vec<u8>)],
+    ) -> io::Result<Vec<Appended>> {
         let mut placed = Vec::with_capacity(batch.len());
-        let mut buffer: Vec<u8> = Vec::with_capacity(batch.iter().map(|a| a.record.len()).sum());
-        let result = (|| {
-            for append in batch {
-                let len = append.record.len() as u64;
-                if self.size + buffer.len() as u64 + len > self.segment_bytes
-                    && self.size + buffer.len() as u64 > SEGMENT_HEADER
-                {
-                    self.file.write_all(&buffer)?;
-                    self.size += buffer.len() as u64;
-                    buffer.clear();
-                    self.seal_and_roll()?;
-                }
-                let offset = self.size + buffer.len() as u64;
-                let meta = describe(&append.record, self.segment, offset)
-                    .ok_or_else(|| io::Error::other("a malformed record was appended"))?;
-                self.metas.push(meta);
-                buffer.extend_from_slice(&append.record);
-                placed.push(Appended {
-                    segment: self.segment,
-                    offset,
-                });
+        let mut buffer: Vec<u8> = Vec::with_capacity(batch.iter().map(|(_, r)| r.len()).sum());
+        for (_, record) in batch {
+            let pending = self.size + buffer.len() as u64;
+            if pending + record.len() as u64 > shared.segment_bytes && pending > SEGMENT_HEADER {
+                self.file.write_all_at(&buffer, self.size)?;
+                self.size += buffer.len() as u64;
+                buffer.clear();
+                self.seal_and_roll(shared)?;
             }
-            self.file.write_all(&buffer)?;
-            self.size += buffer.len() as u64;
-            self.file.sync_data()
-        })();
-        let stats = &self.shared.stats;
-        if result.is_ok() {
-            stats
-                .records
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.bytes.fetch_add(
-                batch.iter().map(|a| a.record.len() as u64).sum(),
-                Ordering::Relaxed,
-            );
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            let offset = self.size + buffer.len() as u64;
+            let meta = describe(record, self.segment, offset)
+                .ok_or_else(|| io::Error::other("a malformed record was appended"))?;
+            self.metas.push(meta);
+            buffer.extend_from_slice(record);
+            placed.push(Appended {
+                segment: self.segment,
+                offset,
+            });
         }
-        self.shared
-            .sizes
-            .lock()
-            .unwrap()
-            .insert(self.segment, self.size);
-        result.map(|()| placed)
+        self.file.write_all_at(&buffer, self.size)?;
+        self.size += buffer.len() as u64;
+        self.file.sync_data()?;
+        shared.sizes.lock().unwrap().insert(self.segment, self.size);
+        let stats = &shared.stats;
+        stats
+            .records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(
+            batch.iter().map(|(_, r)| r.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(placed)
     }
 
-    /// Makes the active segment durable, writes its index, and starts the next one.
-    fn seal_and_roll(&mut self) -> io::Result<()> {
+    /// Makes the active segment durable, writes its index, and starts the next one in the
+    /// spare (or, if the preallocator is behind, in a file that grows).
+    fn seal_and_roll(&mut self, shared: &Shared) -> io::Result<()> {
         self.file.sync_data()?;
-        write_index(&self.shared.dir, self.segment, self.size, &self.metas)?;
-        self.shared
-            .sizes
-            .lock()
-            .unwrap()
-            .insert(self.segment, self.size);
+        write_index(&shared.dir, self.segment, self.size, &self.metas)?;
+        shared.sizes.lock().unwrap().insert(self.segment, self.size);
         let next = self.segment + 1;
-        create_segment(&self.shared.dir, next)?;
-        let path = segment_path(&self.shared.dir, next);
-        self.shared
+        let path = segment_path(&shared.dir, next);
+        match std::fs::rename(shared.dir.join(SPARE), &path) {
+            Ok(()) => {
+                let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                file.write_all_at(&segment_header(next), 0)?;
+                file.sync_data()?;
+                sync_dir(&shared.dir)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_segment(&shared.dir, next, 0)?,
+            Err(e) => return Err(e),
+        }
+        {
+            let (wanted, wake) = &shared.spare_wanted;
+            wanted.lock().unwrap().0 = true;
+            wake.notify_all();
+        }
+        shared
             .files
             .write()
             .unwrap()
             .insert(next, Arc::new(File::open(&path)?));
-        self.file = OpenOptions::new().append(true).open(&path)?;
+        self.file = OpenOptions::new().read(true).write(true).open(&path)?;
         self.segment = next;
         self.size = SEGMENT_HEADER;
         self.metas.clear();
-        self.shared
-            .sizes
-            .lock()
-            .unwrap()
-            .insert(next, SEGMENT_HEADER);
-        self.shared.active.store(next, Ordering::Release);
+        shared.sizes.lock().unwrap().insert(next, SEGMENT_HEADER);
+        shared.active.store(next, Ordering::Release);
         Ok(())
     }
+}
+
+/// Keeps a zero-filled spare segment ready: overwriting preallocated blocks lets a sync write
+/// data only, where appending would also commit the file's new size to the journal.
+fn preallocate(shared: &Shared) {
+    loop {
+        {
+            let (wanted, wake) = &shared.spare_wanted;
+            let state = wanted.lock().unwrap();
+            let mut state = wake
+                .wait_while(state, |(want, stop)| !*want && !*stop)
+                .unwrap();
+            if state.1 {
+                return;
+            }
+            state.0 = false;
+        }
+        if shared.dir.join(SPARE).exists() {
+            continue;
+        }
+        let made = (|| {
+            let tmp = shared.dir.join(SPARE_TMP);
+            zero_file(&tmp, shared.segment_bytes)?;
+            let file = File::open(&tmp)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, shared.dir.join(SPARE))?;
+            sync_dir(&shared.dir)
+        })();
+        if let Err(e) = made {
+            tracing::warn!(error = %e, "cannot preallocate a log segment; segments will grow instead");
+        }
+    }
+}
+
+/// One MiB of zeros, aligned for direct I/O.
+#[repr(C, align(4096))]
+struct Zeros([u8; 1 << 20]);
+
+static ZEROS: Zeros = Zeros([0; 1 << 20]);
+
+/// Creates `path` as `len` bytes of zeros, written with O_DIRECT where the filesystem allows:
+/// the disk gets the zeros by DMA, without the CPU copying a segment through the page cache.
+fn zero_file(path: &Path, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let aligned = len.is_multiple_of(4096);
+    let direct = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    match direct {
+        Ok(file) if aligned => {
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(ZEROS.0.len() as u64) as usize;
+                file.write_all_at(&ZEROS.0[..n], at)?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        _ => zero_fill(&File::create(path)?, 0, len),
+    }
+}
+
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Zeroes whatever lies after the last valid record of the active segment: the rest of a torn
+/// write, or, since pages can reach the disk out of order, even whole records that must not
+/// come back once new records are written before them.
+fn zero_tail(path: &Path, end: u64) -> io::Result<()> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut at = end;
+    let mut dirty = false;
+    while at < len {
+        let n = (len - at).min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..n], at)?;
+        if chunk[..n].iter().any(|b| *b != 0) {
+            if !dirty {
+                tracing::warn!(path = %path.display(), offset = end, "zeroing a torn log tail");
+            }
+            dirty = true;
+            zero_fill(&file, at, at + n as u64)?;
+        }
+        at += n as u64;
+    }
+    if dirty {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -578,38 +718,46 @@ fn index_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016}.idx"))
 }
 
-fn create_segment(dir: &Path, number: u64) -> io::Result<()> {
+fn segment_header(number: u64) -> Vec<u8> {
     let mut header = Vec::with_capacity(SEGMENT_HEADER as usize);
     header.extend_from_slice(SEGMENT_MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());
     header.extend_from_slice(&number.to_le_bytes());
     header.extend_from_slice(&0u64.to_le_bytes());
-    let mut file = OpenOptions::new()
+    header
+}
+
+/// Creates segment `number`, zero-filled to `preallocate` bytes.
+fn create_segment(dir: &Path, number: u64, preallocate: u64) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(segment_path(dir, number))?;
-    file.write_all(&header)?;
+    zero_fill(&file, SEGMENT_HEADER, preallocate)?;
+    file.write_all_at(&segment_header(number), 0)?;
     file.sync_all()?;
     sync_dir(dir)
 }
 
-/// Scans a segment record by record. With `truncate_torn` (the active segment), a short or
-/// corrupt record ends the log there and the file is cut; otherwise (a sealed segment, which
-/// was synced whole before the next one began) it is corruption and an error.
-fn scan_segment(
-    path: &Path,
-    number: u64,
-    truncate_torn: bool,
-) -> io::Result<(Vec<RecordMeta>, u64)> {
+fn has_header(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let mut header = [0u8; SEGMENT_HEADER as usize];
+    Ok(file.read_exact_at(&mut header, 0).is_ok() && header.iter().any(|b| *b != 0))
+}
+
+/// Scans a segment record by record, up to the first record that is short, zero (the
+/// preallocated tail) or fails its CRC. For the active segment that is the end of the log;
+/// for a sealed one (synced whole before the next began) anything but the clean end of its
+/// records is corruption and an error.
+fn scan_segment(path: &Path, number: u64, active: bool) -> io::Result<(Vec<RecordMeta>, u64)> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut header = [0u8; SEGMENT_HEADER as usize];
     reader.read_exact(&mut header)?;
-    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
-    let stated = u64::from_le_bytes(header[16..24].try_into().unwrap());
-    if &header[..8] != SEGMENT_MAGIC || version != FORMAT_VERSION || stated != number {
+    if header[..] != segment_header(number)[..] {
         return Err(io::Error::other(format!(
             "{} is not a version-{FORMAT_VERSION} log segment number {number}",
             path.display()
@@ -618,50 +766,41 @@ fn scan_segment(
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER;
     let mut record = Vec::new();
-    let torn_at = loop {
+    let torn = loop {
         let mut len_bytes = [0u8; 4];
         match read_full(&mut reader, &mut len_bytes)? {
-            0 => break None,
+            0 => break false,
             4 => {}
-            _ => break Some(offset),
+            _ => break true,
         }
         let len = u32::from_le_bytes(len_bytes) as u64;
+        if len == 0 {
+            break false;
+        }
         if len < (RECORD_HEADER - 4) as u64 || offset + 4 + len > file_len {
-            break Some(offset);
+            break true;
         }
         record.clear();
         record.extend_from_slice(&len_bytes);
         record.resize(4 + len as usize, 0);
         if read_full(&mut reader, &mut record[4..])? != len as usize {
-            break Some(offset);
+            break true;
         }
         let crc = u32::from_le_bytes(record[4..8].try_into().unwrap());
         if crc32c::crc32c(&record[8..]) != crc {
-            break Some(offset);
+            break true;
         }
         match describe(&record, number, offset) {
             Some(meta) => records.push(meta),
-            None => break Some(offset),
+            None => break true,
         }
         offset += 4 + len;
     };
-    if let Some(at) = torn_at {
-        if !truncate_torn {
-            return Err(io::Error::other(format!(
-                "sealed log segment {} is corrupt at offset {at}",
-                path.display()
-            )));
-        }
-        tracing::warn!(
-            segment = number,
-            offset = at,
-            dropped = file_len - at,
-            "truncating a torn log tail"
-        );
-        let file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(at)?;
-        file.sync_all()?;
-        offset = at;
+    if torn && !active {
+        return Err(io::Error::other(format!(
+            "sealed log segment {} is corrupt at offset {offset}",
+            path.display()
+        )));
     }
     Ok((records, offset))
 }
@@ -710,9 +849,9 @@ fn write_index(dir: &Path, number: u64, data_end: u64, metas: &[RecordMeta]) -> 
     write_atomically(&index_path(dir, number), &out)
 }
 
-/// Reads a sealed segment's index; `None` if it is missing or does not describe the segment
-/// as it is (then the caller rescans the segment).
-fn read_index(dir: &Path, number: u64) -> io::Result<Option<Vec<RecordMeta>>> {
+/// Reads a sealed segment's index and where its records end; `None` if it is missing or does
+/// not describe the segment as it is (then the caller rescans the segment).
+fn read_index(dir: &Path, number: u64) -> io::Result<Option<(Vec<RecordMeta>, u64)>> {
     let bytes = match std::fs::read(index_path(dir, number)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -722,7 +861,7 @@ fn read_index(dir: &Path, number: u64) -> io::Result<Option<Vec<RecordMeta>>> {
     Ok(parse_index(&bytes, number, segment_len))
 }
 
-fn parse_index(bytes: &[u8], number: u64, segment_len: u64) -> Option<Vec<RecordMeta>> {
+fn parse_index(bytes: &[u8], number: u64, segment_len: u64) -> Option<(Vec<RecordMeta>, u64)> {
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
     if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
         return None;
@@ -739,7 +878,7 @@ fn parse_index(bytes: &[u8], number: u64, segment_len: u64) -> Option<Vec<Record
     let version = u32::from_le_bytes(take(4)?.try_into().ok()?);
     let stated = u64::from_le_bytes(take(8)?.try_into().ok()?);
     let data_end = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    if version != FORMAT_VERSION || stated != number || data_end != segment_len {
+    if version != FORMAT_VERSION || stated != number || data_end > segment_len {
         return None;
     }
     let count = u64::from_le_bytes(take(8)?.try_into().ok()?);
@@ -777,7 +916,7 @@ fn parse_index(bytes: &[u8], number: u64, segment_len: u64) -> Option<Vec<Record
             payload,
         });
     }
-    Some(metas)
+    Some((metas, data_end))
 }
 
 /// Writes a file so that a crash leaves either the old or the new content: a temporary file,
@@ -846,36 +985,44 @@ mod tests {
         log.read_at(found[4].segment, found[4].page_offset(0), &mut buf)
             .unwrap();
         assert!(buf.iter().all(|b| *b == 5));
+        drop(log);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn a_torn_tail_is_truncated_and_nothing_before_it_is_lost() {
+    fn a_torn_tail_is_zeroed_and_nothing_before_it_is_lost() {
         let dir = temp_dir("torn");
         let volume = Uuid::new_v4();
         let (log, _) = Log::open(&dir, 1 << 20).unwrap();
-        for lsn in 1..=3 {
-            log.append(commit(volume, lsn, 1)).unwrap();
-        }
+        let placed: Vec<_> = (1..=3)
+            .map(|lsn| log.append(commit(volume, lsn, 1)).unwrap())
+            .collect();
         drop(log);
         let path = segment_path(&dir, 1);
-        let full = std::fs::metadata(&path).unwrap().len();
-        // Half of a fourth record, as a crash mid-write would leave it.
-        let half = &commit(volume, 4, 1)[..3000];
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(half)
+        let end = placed[2].offset + commit(volume, 3, 1).len() as u64;
+        // Half of a fourth record, as a crash mid-write leaves it, and a later record that
+        // reached the disk before it (pages can land out of order).
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&commit(volume, 4, 1)[..3000], end)
+            .unwrap();
+        file.write_all_at(&commit(volume, 5, 1), end + 20_000)
             .unwrap();
         let (log, found) = Log::open(&dir, 1 << 20).unwrap();
         assert_eq!(found.len(), 3);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
-        // The log goes on where the valid records end.
+        let mut tail = vec![0u8; 40_000];
+        File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut tail, end)
+            .unwrap();
+        assert!(tail.iter().all(|b| *b == 0), "the tail was zeroed");
+        // The log goes on where the valid records end, and nothing comes back.
         log.append(commit(volume, 4, 9)).unwrap();
         drop(log);
         let (_, found) = Log::open(&dir, 1 << 20).unwrap();
-        assert_eq!(found.len(), 4);
+        assert_eq!(
+            found.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -946,6 +1093,7 @@ mod tests {
         let stats = log.stats();
         assert_eq!(stats.records.load(Ordering::Relaxed), 400);
         assert!(stats.syncs.load(Ordering::Relaxed) < 400);
+        drop(log);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

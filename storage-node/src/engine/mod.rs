@@ -37,8 +37,9 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Size at which a log segment is sealed and the next one begins.
     pub segment_bytes: u64,
-    /// The most the log may hold; beyond it the oldest history is folded early and the
-    /// volumes' actual windows shrink. At least two segments.
+    /// The most disk the log's segments may take (each is preallocated whole; one spare
+    /// segment comes on top); beyond it the oldest history is folded early and the volumes'
+    /// actual windows shrink. At least two segments.
     pub log_budget_bytes: u64,
     /// How often maintenance runs (folds, budget, segment deletion, idle transactions).
     pub maintenance_interval: Duration,
@@ -278,7 +279,7 @@ impl Engine {
                 sql.expire_transactions(self.config.transaction_idle_timeout);
         }
         done.segments_deleted += self.delete_unneeded_segments();
-        while self.log.total_bytes() > self.config.log_budget_bytes {
+        while self.log.disk_bytes() > self.config.log_budget_bytes {
             let segments = self.log.segments();
             let Some(&(oldest, _)) = segments.first().filter(|_| segments.len() > 1) else {
                 break;
@@ -291,10 +292,7 @@ impl Engine {
                     .filter(|_| volume.needs_segment(oldest))
                 {
                     match volume.fold_through(used.max_lsn) {
-                        Ok(true) => {
-                            done.forced_folds += 1;
-                            tracing::warn!(volume = %volume.id, segment = oldest, "log budget full: history folded early");
-                        }
+                        Ok(true) => done.forced_folds += 1,
                         Ok(false) => {}
                         Err(e) => {
                             tracing::error!(volume = %volume.id, error = %e, "forced fold failed")
@@ -307,6 +305,13 @@ impl Engine {
             if deleted == 0 {
                 break;
             }
+        }
+        if done.forced_folds > 0 {
+            tracing::warn!(
+                folds = done.forced_folds,
+                budget = self.config.log_budget_bytes,
+                "log budget full: the oldest history was folded early, so actual windows shrink"
+            );
         }
         done
     }
