@@ -155,7 +155,8 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
     for round in 0..ROUNDS {
         let current = node.take().unwrap_or_else(|| start(&dir));
         let client = current.client.clone();
-        let before = verify(&client, &acked.lock().unwrap().clone(), round).await;
+        let acknowledged = acked.lock().unwrap().clone();
+        let before = verify(&client, &acknowledged, round).await;
 
         // A backtrack still works after recovery: rewind a few fresh rows away.
         let mark = now_us();
@@ -235,7 +236,8 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
     }
 
     let last = start(&dir);
-    let total = verify(&last.client, &acked.lock().unwrap().clone(), ROUNDS).await;
+    let acknowledged = acked.lock().unwrap().clone();
+    let total = verify(&last.client, &acknowledged, ROUNDS).await;
     assert!(total as usize >= acked.lock().unwrap().len());
     assert!(
         acked.lock().unwrap().len() > 200,
