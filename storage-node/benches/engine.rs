@@ -1,17 +1,19 @@
 //! Storage-engine benchmark (a program, not a test):
-//! `cargo bench -p backtrack-storage-node --bench engine [-- quick]`.
+//! `cargo bench -p backtrack-storage-node --bench engine [-- quick] [commits|backtracks|restart]`.
 //!
 //! Every figure is printed beside a baseline measured in the same run, rounds interleaved so
 //! a noisy machine hits both alike:
 //! 1. commits/s, one row per transaction, one writer: the engine (through its SQL layer) vs a
-//!    plain SQLite file in WAL mode with synchronous=FULL. Goal: at least 1.0x.
+//!    plain SQLite file in WAL mode with synchronous=FULL. Goal: at least 1.0x. Measured in
+//!    steady state (the node recycles log segments as SQLite reuses its WAL) and while the
+//!    history still grows (every segment fresh, so zero-filled first).
 //! 2. the same with 8 writers on 8 volumes vs 8 plain files. Goal: at least 2x.
 //! 3. backtrack latency, request to writable again, on volumes of 10 MB, 100 MB and 1 GB with
 //!    100k change records in the window. Goal: under 100 ms, 1 GB within 2x of 10 MB.
 //! 4. node restart time with 1M change records in the log, vs reading the log once (what a
 //!    recovery that scans the whole log would at least cost).
 //!
-//! `quick` shrinks every size tenfold, for a smoke run.
+//! `quick` shrinks every size tenfold, for a smoke run; naming parts runs only those.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,12 +34,24 @@ fn main() {
         if quick { " (quick)" } else { "" }
     );
 
-    single_writer(&root, Duration::from_secs(3) / scale as u32);
-    many_writers(&root, Duration::from_secs(3) / scale as u32);
-    for mb in [10u64, 100, 1000] {
-        backtrack_latency(&root, mb / scale, 100_000 / scale);
+    // `commits`, `backtracks` or `restart` runs only that part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "quick" && !a.starts_with('-'))
+        .collect();
+    let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if part("commits") {
+        single_writer(&root, Duration::from_secs(3) / scale as u32);
+        many_writers(&root, Duration::from_secs(3) / scale as u32);
     }
-    restart(&root, 1_000_000 / scale);
+    if part("backtracks") {
+        for mb in [10u64, 100, 1000] {
+            backtrack_latency(&root, mb / scale, 100_000 / scale);
+        }
+    }
+    if part("restart") {
+        restart(&root, 1_000_000 / scale);
+    }
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -98,11 +112,36 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn compare(title: &str, writers: usize, run: Duration, root: &Path) {
-    let dir = root.join(format!("commits-{writers}"));
+/// How the engine's history behaves during a commit benchmark.
+#[derive(Clone, Copy)]
+enum History {
+    /// A long window: every log segment is new, so each is zero-filled before use.
+    Growing,
+    /// A one-second window with maintenance: segments are folded, freed and recycled, as in a
+    /// node that has run longer than its window (SQLite's WAL likewise reuses its file).
+    Steady,
+}
+
+fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: History) {
+    let dir = root.join(format!(
+        "commits-{writers}-{}",
+        matches!(history, History::Steady)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let engine = engine(&dir.join("node"), 3600, writers);
+    let mut config = EngineConfig::new(dir.join("node"));
+    let window = match history {
+        History::Growing => {
+            config.maintenance_interval = Duration::from_secs(3600);
+            3600
+        }
+        History::Steady => {
+            config.maintenance_interval = Duration::from_secs(1);
+            1
+        }
+    };
+    let engine = Engine::open(config).unwrap();
     for v in 0..writers {
+        engine.create_volume(&format!("v{v}"), window).unwrap();
         engine
             .execute(&format!("v{v}"), &sql(TABLE, vec![]))
             .unwrap();
@@ -114,35 +153,44 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path) {
             std::sync::Mutex::new(conn)
         })
         .collect();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        ours.push(rate(writers, run, |w, n| {
+    let ours = |run| {
+        rate(writers, run, |w, n| {
             engine
                 .execute(&format!("v{w}"), &sql(INSERT, vec![Value::Integer(n)]))
                 .unwrap();
-        }));
-        theirs.push(rate(writers, run, |w, n| {
+        })
+    };
+    let theirs = |run| {
+        rate(writers, run, |w, n| {
             files[w].lock().unwrap().execute(INSERT, [n]).unwrap();
-        }));
+        })
+    };
+    if let History::Steady = history {
+        // Long enough for the log to free and recycle segments, and for SQLite's WAL to
+        // checkpoint and start over.
+        ours(run * 3);
+        theirs(run);
     }
-    let syncs = engine
-        .log()
-        .stats()
-        .syncs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let records = engine
-        .log()
-        .stats()
-        .records
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let stats = engine.log().stats();
+    let (records0, syncs0) = (
+        stats.records.load(std::sync::atomic::Ordering::Relaxed),
+        stats.syncs.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let (mut engine_rates, mut sqlite_rates) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        engine_rates.push(ours(run));
+        sqlite_rates.push(theirs(run));
+    }
+    let records = stats.records.load(std::sync::atomic::Ordering::Relaxed) - records0;
+    let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed) - syncs0;
     println!("\n{title}");
-    println!("  rounds, engine:             {}", fmt_rates(&ours));
-    println!("  rounds, SQLite WAL+FULL:    {}", fmt_rates(&theirs));
+    println!("  rounds, engine:             {}", fmt_rates(&engine_rates));
+    println!("  rounds, SQLite WAL+FULL:    {}", fmt_rates(&sqlite_rates));
     println!(
         "  median: engine {:.0}/s, SQLite {:.0}/s  =>  {:.2}x   ({:.1} commits per fdatasync)",
-        median(ours.clone()),
-        median(theirs.clone()),
-        median(ours) / median(theirs),
+        median(engine_rates.clone()),
+        median(sqlite_rates.clone()),
+        median(engine_rates) / median(sqlite_rates),
         records as f64 / syncs.max(1) as f64
     );
     engine.close();
@@ -158,19 +206,35 @@ fn fmt_rates(rates: &[f64]) -> String {
 
 fn single_writer(root: &Path, run: Duration) {
     compare(
-        "(1) commits/s, one row per transaction, one writer",
+        "(1) commits/s, one row per transaction, one writer; steady state",
         1,
         run,
         root,
+        History::Steady,
+    );
+    compare(
+        "(1') the same while the history still grows (fresh, zero-filled segments)",
+        1,
+        run,
+        root,
+        History::Growing,
     );
 }
 
 fn many_writers(root: &Path, run: Duration) {
     compare(
-        "(2) commits/s, 8 writers on 8 volumes vs 8 plain SQLite files",
+        "(2) commits/s, 8 writers on 8 volumes vs 8 plain SQLite files; steady state",
         8,
         run,
         root,
+        History::Steady,
+    );
+    compare(
+        "(2') the same while the history still grows",
+        8,
+        run,
+        root,
+        History::Growing,
     );
 }
 

@@ -9,7 +9,8 @@
 //!
 //! Formats (little-endian; each starts with a magic number and a version):
 //! - segment `NNNNNNNNNNNNNNNN.seg`: a 32-byte header (`BTLOGSG1`, version, segment number),
-//!   then records. A record is `len:u32 | crc32c:u32 | body` where the CRC covers the body and
+//!   then records. A record is `len:u32 | crc:u32 | body` where `crc` is the CRC-32C of the
+//!   body XOR a salt derived from the segment number, and
 //!   `body = kind:u8 | volume:[u8;16] | lsn:u64 | time_us:i64 | db_pages:u32 | count:u32 |
 //!   payload`; a commit's payload is `count × (page_no:u32 | 4096 bytes)`, a backtrack's is
 //!   `count` bytes of JSON.
@@ -19,9 +20,13 @@
 //!
 //! Recovery reads the sealed segments' indexes (rescanning a segment whose index is missing or
 //! does not match), then scans the active segment record by record up to the first record
-//! that is short, zero or fails its CRC, and zeroes everything after it: such a torn tail is
-//! always an unacknowledged suffix, because answers are sent after the sync. Nothing is
-//! guessed.
+//! that is short, zero or fails its checksum, seals it there and continues in a new segment:
+//! a torn tail is always an unacknowledged suffix, because answers are sent after the sync,
+//! and no record is ever written after it. Nothing is guessed.
+//!
+//! Segments no longer needed are recycled as the next spare when nothing reads them, so a
+//! node in its steady state writes no zeroes; a record's checksum is salted with its segment
+//! number, so the old records of a recycled file never pass for new ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -30,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 
 use uuid::Uuid;
 
@@ -246,10 +251,13 @@ const SPARE_TMP: &str = "spare.tmp";
 /// Committers waiting for their records to be durable.
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(u64, Vec<u8>)>,
-    /// A committer is writing and syncing a batch.
-    flushing: bool,
+    /// Records not yet taken by a leader, with their committers (to wake them).
+    pending: Vec<(u64, Vec<u8>, Thread)>,
+    /// Batches being written and synced right now (at most MAX_IN_FLIGHT).
+    flushing: usize,
     next_ticket: u64,
+    /// How many records the last batch held.
+    last_batch: usize,
     done: HashMap<u64, Result<Appended, LogError>>,
     closed: bool,
 }
@@ -266,6 +274,8 @@ struct Shared {
     stats: LogStats,
     queue: Mutex<Queue>,
     flushed: Condvar,
+    /// A record was queued (for a leader holding a commit delay).
+    arrived: Condvar,
     writer: Mutex<WriterState>,
     /// Asks the preallocator for a spare; `true` also when stopping.
     spare_wanted: (Mutex<(bool, bool)>, Condvar),
@@ -291,10 +301,11 @@ impl Log {
             })
             .collect();
         numbers.sort_unstable();
-        // A segment whose header never reached the disk (a crash right after a rollover)
-        // holds nothing that was acknowledged: records are synced together with the header.
+        // A segment whose own header never reached the disk (a crash right after a rollover;
+        // a recycled file still shows its old header) holds nothing acknowledged: a segment's
+        // header is synced before any record is written to it.
         if let Some(&last) = numbers.last() {
-            if !has_header(&segment_path(dir, last))? {
+            if !has_own_header(&segment_path(dir, last), last)? {
                 std::fs::remove_file(segment_path(dir, last))?;
                 sync_dir(dir)?;
                 numbers.pop();
@@ -305,45 +316,43 @@ impl Log {
         let mut files = BTreeMap::new();
         for (i, &number) in numbers.iter().enumerate() {
             let path = segment_path(dir, number);
-            let (found, end) = if i + 1 == numbers.len() {
-                let (found, end) = scan_segment(&path, number, true)?;
-                zero_tail(&path, end)?;
-                (found, end)
-            } else {
-                match read_index(dir, number)? {
-                    Some(found) => found,
-                    None => {
-                        let (found, end) = scan_segment(&path, number, false)?;
-                        write_index(dir, number, end, &found)?;
-                        (found, end)
-                    }
+            let last = i + 1 == numbers.len();
+            let indexed = if last { None } else { read_index(dir, number)? };
+            let (found, end) = match indexed {
+                Some(found) => found,
+                None => {
+                    // The segment that was active (or one sealed by a crash before its index
+                    // was written) ends at its first record that is short, zero, or fails its
+                    // checksum. It is sealed there: new records go to a new segment, so a torn
+                    // or stale tail is never followed by records that would make it look live.
+                    let (found, end) = scan_segment(&path, number)?;
+                    write_index(dir, number, end, &found)?;
+                    (found, end)
                 }
             };
             sizes.insert(number, end);
             records.extend(found);
             files.insert(number, Arc::new(File::open(&path)?));
         }
-        let active = match numbers.last() {
-            Some(&n) => n,
-            None => {
-                create_segment(dir, 1, segment_bytes)?;
-                files.insert(1, Arc::new(File::open(segment_path(dir, 1))?));
-                sizes.insert(1, SEGMENT_HEADER);
-                1
-            }
-        };
+        let active = numbers.last().map_or(1, |n| n + 1);
+        if numbers.is_empty() {
+            create_segment(dir, active, segment_bytes)?;
+        } else {
+            start_segment(dir, active)?;
+        }
+        files.insert(active, Arc::new(File::open(segment_path(dir, active))?));
+        sizes.insert(active, SEGMENT_HEADER);
         let writer = WriterState {
-            file: OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(segment_path(dir, active))?,
+            file: Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(segment_path(dir, active))?,
+            ),
             segment: active,
-            size: sizes[&active],
-            metas: records
-                .iter()
-                .filter(|r| r.segment == active)
-                .cloned()
-                .collect(),
+            size: SEGMENT_HEADER,
+            tail: segment_header(active),
+            metas: Vec::new(),
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -355,6 +364,7 @@ impl Log {
             stats: LogStats::default(),
             queue: Mutex::new(Queue::default()),
             flushed: Condvar::new(),
+            arrived: Condvar::new(),
             writer: Mutex::new(writer),
             spare_wanted: (Mutex::new((true, false)), Condvar::new()),
         });
@@ -373,9 +383,13 @@ impl Log {
 
     /// Appends a record and returns once it is durable.
     ///
-    /// Group commit without a writer thread: the first committer to find the log idle becomes
-    /// the leader, writes every record queued so far with one write, syncs once, and hands
-    /// each committer its answer; the others wait. A lone committer pays no thread handoff.
+    /// Group commit without a writer thread: a committer that finds fewer than
+    /// MAX_IN_FLIGHT batches under way becomes a leader: it writes every record queued so far
+    /// with one write, syncs once, and hands each committer its answer; the others wait. A
+    /// lone committer pays no thread handoff, and two batches can sync at once, so the disk
+    /// sees more than one flush at a time. That is safe because an fdatasync that returns has
+    /// made durable everything written to the file before it began: what is durable after a
+    /// crash is always the acknowledged records plus, perhaps, an unacknowledged tail.
     pub fn append(&self, record: Vec<u8>) -> Result<Appended, LogError> {
         let shared = &self.shared;
         if let Some(why) = shared.failure.lock().unwrap().clone() {
@@ -387,19 +401,46 @@ impl Log {
         }
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
-        queue.pending.push((ticket, record));
+        queue.pending.push((ticket, record, std::thread::current()));
+        shared.arrived.notify_all();
         loop {
             if let Some(done) = queue.done.remove(&ticket) {
                 return done;
             }
-            if queue.flushing {
-                queue = shared.flushed.wait(queue).unwrap();
+            let mine_pending = queue.pending.iter().any(|(t, _, _)| *t == ticket);
+            if !mine_pending || queue.flushing >= MAX_IN_FLIGHT {
+                // Our batch is being flushed by another leader, or too many are: wait to be
+                // woken (parking tolerates spurious wakeups; the loop checks again).
+                drop(queue);
+                std::thread::park();
+                queue = shared.queue.lock().unwrap();
                 continue;
             }
-            queue.flushing = true;
-            let batch = std::mem::take(&mut queue.pending);
+            // Commit delay: when the last batch showed concurrent committers, give the others
+            // a moment to join this batch. A lone committer never waits.
+            if queue.last_batch > 1 && queue.pending.len() < queue.last_batch {
+                let deadline = std::time::Instant::now() + COMMIT_DELAY;
+                let target = queue.last_batch;
+                while queue.pending.len() < target {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    queue = shared.arrived.wait_timeout(queue, left).unwrap().0;
+                }
+                if !queue.pending.iter().any(|(t, _, _)| *t == ticket)
+                    || queue.flushing >= MAX_IN_FLIGHT
+                {
+                    continue;
+                }
+            }
+            queue.flushing += 1;
+            queue.last_batch = queue.pending.len();
+            let taken = std::mem::take(&mut queue.pending);
             drop(queue);
-            let outcome = shared.writer.lock().unwrap().write_batch(shared, &batch);
+            let (batch, waiters): (Vec<(u64, Vec<u8>)>, Vec<Thread>) =
+                taken.into_iter().map(|(t, r, w)| ((t, r), w)).unzip();
+            let outcome = flush(shared, &batch);
             queue = shared.queue.lock().unwrap();
             match outcome {
                 Ok(placed) => {
@@ -413,15 +454,29 @@ impl Log {
                     let why = e.to_string();
                     tracing::error!(error = %why, "the change log failed");
                     *shared.failure.lock().unwrap() = Some(why.clone());
-                    let waiting: Vec<u64> = queue.pending.drain(..).map(|(t, _)| t).collect();
-                    for ticket in batch.iter().map(|(t, _)| *t).chain(waiting) {
+                    let queued: Vec<(u64, Vec<u8>, Thread)> = queue.pending.drain(..).collect();
+                    for (ticket, _, waiter) in queued {
                         queue
                             .done
                             .insert(ticket, Err(LogError::Failed(why.clone())));
+                        waiter.unpark();
+                    }
+                    for (ticket, _) in &batch {
+                        queue
+                            .done
+                            .insert(*ticket, Err(LogError::Failed(why.clone())));
                     }
                 }
             }
-            queue.flushing = false;
+            queue.flushing -= 1;
+            // Wake exactly this batch's committers, and one queued committer to lead the
+            // next batch; nobody else.
+            for waiter in waiters {
+                waiter.unpark();
+            }
+            if let Some((_, _, next)) = queue.pending.first() {
+                next.unpark();
+            }
             shared.flushed.notify_all();
         }
     }
@@ -476,11 +531,21 @@ impl Log {
         if segment >= self.active_segment() {
             return Err(io::Error::other("the active segment cannot be deleted"));
         }
-        self.shared.files.write().unwrap().remove(&segment);
+        let dir = &self.shared.dir;
+        let file = self.shared.files.write().unwrap().remove(&segment);
         self.shared.sizes.lock().unwrap().remove(&segment);
-        remove_if_exists(&segment_path(&self.shared.dir, segment))?;
-        remove_if_exists(&index_path(&self.shared.dir, segment))?;
-        sync_dir(&self.shared.dir)
+        remove_if_exists(&index_path(dir, segment))?;
+        let path = segment_path(dir, segment);
+        // Recycle the file as the next spare (no zeroes to write, as PostgreSQL does with its
+        // WAL), unless a reader may still hold it: its old bytes are about to be overwritten.
+        let unshared = file.is_some_and(|f| Arc::strong_count(&f) == 1);
+        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len() == self.shared.segment_bytes);
+        if unshared && whole && !dir.join(SPARE).exists() {
+            std::fs::rename(&path, dir.join(SPARE))?;
+        } else {
+            remove_if_exists(&path)?;
+        }
+        sync_dir(dir)
     }
 
     pub fn stats(&self) -> &LogStats {
@@ -497,7 +562,7 @@ impl Log {
         {
             let mut queue = self.shared.queue.lock().unwrap();
             queue.closed = true;
-            while queue.flushing || !queue.pending.is_empty() {
+            while queue.flushing > 0 || !queue.pending.is_empty() {
                 queue = self.shared.flushed.wait(queue).unwrap();
             }
         }
@@ -518,30 +583,68 @@ impl Drop for Log {
     }
 }
 
-/// The active segment, owned by whichever committer leads the current batch.
+/// The longest a leader waits for concurrent committers to join its batch.
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(150);
+
+/// At most this many batches are written and synced at once.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Writes a batch, then syncs it outside the writer's lock, so the next batch can be written
+/// meanwhile.
+fn flush(shared: &Shared, batch: &[(u64, Vec<u8>)]) -> io::Result<Vec<Appended>> {
+    let (placed, file, segment, end) = shared.writer.lock().unwrap().write_batch(shared, batch)?;
+    file.sync_data()?;
+    {
+        let mut sizes = shared.sizes.lock().unwrap();
+        if let Some(size) = sizes.get_mut(&segment) {
+            *size = (*size).max(end);
+        }
+    }
+    let stats = &shared.stats;
+    stats
+        .records
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.bytes.fetch_add(
+        batch.iter().map(|(_, r)| r.len() as u64).sum(),
+        Ordering::Relaxed,
+    );
+    stats.syncs.fetch_add(1, Ordering::Relaxed);
+    Ok(placed)
+}
+
+/// The unit of every write to a segment. Writes always cover whole pages: the kernel never
+/// has to read a page from disk to merge a partial write into it (that read, inside every
+/// commit, is what makes partial writes into uncached preallocated or recycled pages slow).
+const WRITE_PAGE: usize = 4096;
+
+/// The active segment, written by whichever committer leads a batch.
 struct WriterState {
-    file: File,
+    file: Arc<File>,
     segment: u64,
     /// Where the next record goes.
     size: u64,
+    /// The bytes of the last, partly filled page before `size`, written again (with what
+    /// follows) by the next write, so every write starts on a page boundary.
+    tail: Vec<u8>,
     /// Descriptions of the active segment's records, for its index when it is sealed.
     metas: Vec<RecordMeta>,
 }
 
 impl WriterState {
-    /// Writes the batch (sealing segments as they fill) and syncs; all or an error.
+    /// Writes the batch (sealing segments as they fill); returns where each record went, and
+    /// the file, segment and end offset that the caller must sync.
+    #[allow(clippy::type_complexity)]
     fn write_batch(
         &mut self,
         shared: &Shared,
         batch: &[(u64, Vec<u8>)],
-    ) -> io::Result<Vec<Appended>> {
+    ) -> io::Result<(Vec<Appended>, Arc<File>, u64, u64)> {
         let mut placed = Vec::with_capacity(batch.len());
         let mut buffer: Vec<u8> = Vec::with_capacity(batch.iter().map(|(_, r)| r.len()).sum());
         for (_, record) in batch {
             let pending = self.size + buffer.len() as u64;
             if pending + record.len() as u64 > shared.segment_bytes && pending > SEGMENT_HEADER {
-                self.file.write_all_at(&buffer, self.size)?;
-                self.size += buffer.len() as u64;
+                self.write_out(&buffer)?;
                 buffer.clear();
                 self.seal_and_roll(shared)?;
             }
@@ -549,26 +652,36 @@ impl WriterState {
             let meta = describe(record, self.segment, offset)
                 .ok_or_else(|| io::Error::other("a malformed record was appended"))?;
             self.metas.push(meta);
+            let at = buffer.len();
             buffer.extend_from_slice(record);
+            salt_crc(&mut buffer[at + 4..at + 8], self.segment);
             placed.push(Appended {
                 segment: self.segment,
                 offset,
             });
         }
-        self.file.write_all_at(&buffer, self.size)?;
-        self.size += buffer.len() as u64;
-        self.file.sync_data()?;
-        shared.sizes.lock().unwrap().insert(self.segment, self.size);
-        let stats = &shared.stats;
-        stats
-            .records
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.bytes.fetch_add(
-            batch.iter().map(|(_, r)| r.len() as u64).sum(),
-            Ordering::Relaxed,
-        );
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok(placed)
+        self.write_out(&buffer)?;
+        Ok((placed, self.file.clone(), self.segment, self.size))
+    }
+
+    /// Writes `data` at `size`, as whole pages: from the start of the current partial page
+    /// (its known bytes first) to the end of the last page (zero-padded; the padding is
+    /// overwritten by the next write and reads as the end of the log until then).
+    fn write_out(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let start = self.size - self.tail.len() as u64;
+        let mut pages = Vec::with_capacity(self.tail.len() + data.len() + WRITE_PAGE);
+        pages.extend_from_slice(&self.tail);
+        pages.extend_from_slice(data);
+        let end = start + pages.len() as u64;
+        let partial = (end % WRITE_PAGE as u64) as usize;
+        self.tail = pages[pages.len() - partial..].to_vec();
+        pages.resize(pages.len().next_multiple_of(WRITE_PAGE), 0);
+        self.file.write_all_at(&pages, start)?;
+        self.size = end;
+        Ok(())
     }
 
     /// Makes the active segment durable, writes its index, and starts the next one in the
@@ -579,16 +692,7 @@ impl WriterState {
         shared.sizes.lock().unwrap().insert(self.segment, self.size);
         let next = self.segment + 1;
         let path = segment_path(&shared.dir, next);
-        match std::fs::rename(shared.dir.join(SPARE), &path) {
-            Ok(()) => {
-                let file = OpenOptions::new().read(true).write(true).open(&path)?;
-                file.write_all_at(&segment_header(next), 0)?;
-                file.sync_data()?;
-                sync_dir(&shared.dir)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_segment(&shared.dir, next, 0)?,
-            Err(e) => return Err(e),
-        }
+        start_segment(&shared.dir, next)?;
         {
             let (wanted, wake) = &shared.spare_wanted;
             wanted.lock().unwrap().0 = true;
@@ -599,9 +703,10 @@ impl WriterState {
             .write()
             .unwrap()
             .insert(next, Arc::new(File::open(&path)?));
-        self.file = OpenOptions::new().read(true).write(true).open(&path)?;
+        self.file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
         self.segment = next;
         self.size = SEGMENT_HEADER;
+        self.tail = segment_header(next);
         self.metas.clear();
         shared.sizes.lock().unwrap().insert(next, SEGMENT_HEADER);
         shared.active.store(next, Ordering::Release);
@@ -683,31 +788,32 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Zeroes whatever lies after the last valid record of the active segment: the rest of a torn
-/// write, or, since pages can reach the disk out of order, even whole records that must not
-/// come back once new records are written before them.
-fn zero_tail(path: &Path, end: u64) -> io::Result<()> {
-    let file = OpenOptions::new().read(true).write(true).open(path)?;
-    let len = file.metadata()?.len();
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut at = end;
-    let mut dirty = false;
-    while at < len {
-        let n = (len - at).min(chunk.len() as u64) as usize;
-        file.read_exact_at(&mut chunk[..n], at)?;
-        if chunk[..n].iter().any(|b| *b != 0) {
-            if !dirty {
-                tracing::warn!(path = %path.display(), offset = end, "zeroing a torn log tail");
-            }
-            dirty = true;
-            zero_fill(&file, at, at + n as u64)?;
+/// Begins segment `number` in the spare (preallocated, or recycled) if there is one, else in
+/// a new file that grows as it is written.
+fn start_segment(dir: &Path, number: u64) -> io::Result<()> {
+    let path = segment_path(dir, number);
+    match std::fs::rename(dir.join(SPARE), &path) {
+        Ok(()) => {
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            file.write_all_at(&segment_header(number), 0)?;
+            file.sync_data()?;
+            sync_dir(dir)
         }
-        at += n as u64;
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_segment(dir, number, 0),
+        Err(e) => Err(e),
     }
-    if dirty {
-        file.sync_all()?;
-    }
-    Ok(())
+}
+
+/// A record's checksum is salted with its segment's number, so the records a recycled segment
+/// file still holds from its previous life never pass for records of the new one. (CRC-32C is
+/// linear, so two segment numbers below 2^32 never share a salt.)
+fn segment_salt(number: u64) -> u32 {
+    crc32c::crc32c(&number.to_le_bytes())
+}
+
+fn salt_crc(field: &mut [u8], number: u64) {
+    let salted = u32::from_le_bytes(field[..4].try_into().unwrap()) ^ segment_salt(number);
+    field[..4].copy_from_slice(&salted.to_le_bytes());
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -741,17 +847,16 @@ fn create_segment(dir: &Path, number: u64, preallocate: u64) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn has_header(path: &Path) -> io::Result<bool> {
+fn has_own_header(path: &Path, number: u64) -> io::Result<bool> {
     let file = File::open(path)?;
     let mut header = [0u8; SEGMENT_HEADER as usize];
-    Ok(file.read_exact_at(&mut header, 0).is_ok() && header.iter().any(|b| *b != 0))
+    Ok(file.read_exact_at(&mut header, 0).is_ok() && header[..] == segment_header(number)[..])
 }
 
 /// Scans a segment record by record, up to the first record that is short, zero (the
-/// preallocated tail) or fails its CRC. For the active segment that is the end of the log;
-/// for a sealed one (synced whole before the next began) anything but the clean end of its
-/// records is corruption and an error.
-fn scan_segment(path: &Path, number: u64, active: bool) -> io::Result<(Vec<RecordMeta>, u64)> {
+/// preallocated tail) or fails its checksum (a torn write, or a recycled file's old records).
+/// Returns the records and where they end.
+fn scan_segment(path: &Path, number: u64) -> io::Result<(Vec<RecordMeta>, u64)> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -763,44 +868,34 @@ fn scan_segment(path: &Path, number: u64, active: bool) -> io::Result<(Vec<Recor
             path.display()
         )));
     }
+    let salt = segment_salt(number);
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER;
     let mut record = Vec::new();
-    let torn = loop {
+    loop {
         let mut len_bytes = [0u8; 4];
-        match read_full(&mut reader, &mut len_bytes)? {
-            0 => break false,
-            4 => {}
-            _ => break true,
+        if read_full(&mut reader, &mut len_bytes)? < 4 {
+            break;
         }
         let len = u32::from_le_bytes(len_bytes) as u64;
-        if len == 0 {
-            break false;
-        }
         if len < (RECORD_HEADER - 4) as u64 || offset + 4 + len > file_len {
-            break true;
+            break;
         }
         record.clear();
         record.extend_from_slice(&len_bytes);
         record.resize(4 + len as usize, 0);
         if read_full(&mut reader, &mut record[4..])? != len as usize {
-            break true;
+            break;
         }
         let crc = u32::from_le_bytes(record[4..8].try_into().unwrap());
-        if crc32c::crc32c(&record[8..]) != crc {
-            break true;
+        if crc32c::crc32c(&record[8..]) ^ salt != crc {
+            break;
         }
         match describe(&record, number, offset) {
             Some(meta) => records.push(meta),
-            None => break true,
+            None => break,
         }
         offset += 4 + len;
-    };
-    if torn && !active {
-        return Err(io::Error::other(format!(
-            "sealed log segment {} is corrupt at offset {offset}",
-            path.display()
-        )));
     }
     Ok((records, offset))
 }
@@ -990,39 +1085,64 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tail_is_zeroed_and_nothing_before_it_is_lost() {
+    fn a_torn_tail_is_left_behind_and_nothing_before_it_is_lost() {
         let dir = temp_dir("torn");
         let volume = Uuid::new_v4();
         let (log, _) = Log::open(&dir, 1 << 20).unwrap();
         let placed: Vec<_> = (1..=3)
             .map(|lsn| log.append(commit(volume, lsn, 1)).unwrap())
             .collect();
+        let segment = log.active_segment();
         drop(log);
-        let path = segment_path(&dir, 1);
+        let path = segment_path(&dir, segment);
         let end = placed[2].offset + commit(volume, 3, 1).len() as u64;
-        // Half of a fourth record, as a crash mid-write leaves it, and a later record that
-        // reached the disk before it (pages can land out of order).
+        // Half of a fourth record, as a crash mid-write leaves it, and a later whole record
+        // that reached the disk before it (pages can land out of order).
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&commit(volume, 4, 1)[..3000], end)
             .unwrap();
-        file.write_all_at(&commit(volume, 5, 1), end + 20_000)
-            .unwrap();
+        let mut later = commit(volume, 5, 1);
+        salt_crc(&mut later[4..8], segment);
+        file.write_all_at(&later, end + 20_000).unwrap();
         let (log, found) = Log::open(&dir, 1 << 20).unwrap();
         assert_eq!(found.len(), 3);
-        let mut tail = vec![0u8; 40_000];
-        File::open(&path)
-            .unwrap()
-            .read_exact_at(&mut tail, end)
-            .unwrap();
-        assert!(tail.iter().all(|b| *b == 0), "the tail was zeroed");
-        // The log goes on where the valid records end, and nothing comes back.
+        // The log goes on in a new segment, and nothing after the tear ever comes back.
+        assert!(log.active_segment() > segment);
         log.append(commit(volume, 4, 9)).unwrap();
         drop(log);
-        let (_, found) = Log::open(&dir, 1 << 20).unwrap();
+        let (log, found) = Log::open(&dir, 1 << 20).unwrap();
         assert_eq!(
             found.iter().map(|r| r.lsn).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
+        drop(log);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_recycled_segment_never_replays_its_old_records() {
+        let dir = temp_dir("recycle");
+        let volume = Uuid::new_v4();
+        let segment_bytes = 8 * (2 * PAGE_ENTRY + RECORD_HEADER) as u64;
+        let (log, _) = Log::open(&dir, segment_bytes).unwrap();
+        for lsn in 1..=40 {
+            log.append(commit(volume, lsn, lsn as u8)).unwrap();
+        }
+        // Let the preallocator settle, then free the oldest segment: it becomes the spare.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let _ = std::fs::remove_file(dir.join(SPARE));
+        let oldest = log.segments()[0].0;
+        log.delete_segment(oldest).unwrap();
+        assert!(dir.join(SPARE).exists(), "the freed segment was recycled");
+        for lsn in 41..=60 {
+            log.append(commit(volume, lsn, 0)).unwrap();
+        }
+        drop(log);
+        let (log, found) = Log::open(&dir, segment_bytes).unwrap();
+        let lsns: Vec<u64> = found.iter().map(|r| r.lsn).collect();
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
+        assert_eq!(lsns.last(), Some(&60));
+        drop(log);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

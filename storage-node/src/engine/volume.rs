@@ -210,6 +210,9 @@ pub struct Volume {
     maintenance: Mutex<()>,
     counter: AtomicU32,
     deleted: AtomicBool,
+    /// The newest committed version of page 0 (SQLite reads its header at every transaction
+    /// start), keyed by that version's LSN.
+    page0: Mutex<Option<(u64, Arc<[u8]>)>>,
 }
 
 impl Volume {
@@ -344,6 +347,7 @@ impl Volume {
             maintenance: Mutex::new(()),
             counter: AtomicU32::new(1),
             deleted: AtomicBool::new(false),
+            page0: Mutex::new(None),
         }
     }
 
@@ -438,14 +442,22 @@ impl Volume {
 
     /// Reads page `index` (0-based) as `snapshot` sees it into `out` (PAGE_SIZE bytes).
     pub fn read_page(&self, snapshot: &Snapshot, index: u32, out: &mut [u8]) -> io::Result<()> {
+        // The segment's file is taken while the index still points into it: a segment is
+        // deleted (or recycled) only once no index entry does, and never while held.
         let found = {
             let st = self.state.read().unwrap();
             st.versions
                 .get(&index)
                 .and_then(|versions| newest_in(versions, &snapshot.live))
+                .map(|version| (version, self.log.segment_file(version.segment)))
         };
-        match found {
-            Some(version) => match self.log.segment_file(version.segment) {
+        let cached = match (index, &found) {
+            (0, Some((version, _))) => self.cached_page0(version.lsn),
+            _ => None,
+        };
+        match (found, cached) {
+            (_, Some(bytes)) => out.copy_from_slice(&bytes),
+            (Some((version, file)), None) => match file {
                 Some(file) => file.read_exact_at(out, version.offset)?,
                 None => {
                     return Err(io::Error::other(format!(
@@ -454,12 +466,19 @@ impl Volume {
                     )))
                 }
             },
-            None => self.read_base(index, out)?,
+            (None, _) => self.read_base(index, out)?,
         }
         if index == 0 {
             stamp_counter(out, snapshot.counter);
         }
         Ok(())
+    }
+
+    fn cached_page0(&self, lsn: u64) -> Option<Arc<[u8]>> {
+        match &*self.page0.lock().unwrap() {
+            Some((cached, bytes)) if *cached == lsn => Some(bytes.clone()),
+            _ => None,
+        }
     }
 
     fn read_base(&self, index: u32, out: &mut [u8]) -> io::Result<()> {
@@ -551,6 +570,9 @@ impl Volume {
             .enumerate()
             .map(|(i, (index, _))| (*index, log::page_offset(placed.offset, i)))
             .collect();
+        if let Some((_, bytes)) = changed.iter().find(|(index, _)| *index == 0) {
+            *self.page0.lock().unwrap() = Some((lsn, Arc::from(*bytes)));
+        }
         let mut st = self.state.write().unwrap();
         publish_commit(
             &mut st,
