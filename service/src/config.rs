@@ -23,8 +23,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service: the HTTP API and its background workers.
+    /// Run the service: the HTTP API and its background workers (and, without --node, its
+    /// own storage nodes).
     Serve(Box<Config>),
+    /// Run a storage node (what `serve` starts for its local nodes; the same as
+    /// `backtrack-storage-node serve`).
+    Node(Box<backtrack_storage_node::config::NodeConfig>),
     /// Print the OpenAPI document (openapi/openapi.json is this output).
     Openapi,
 }
@@ -50,9 +54,15 @@ pub struct Config {
     #[arg(long = "node", env = "BACKTRACK_NODES", value_delimiter = ',')]
     pub nodes: Vec<NodeEndpoint>,
 
-    /// Bearer token the storage nodes require on every call.
+    /// Bearer token the storage nodes require on every call (required with --node; local
+    /// nodes get a random one).
     #[arg(long, env = "BACKTRACK_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
+
+    /// Without --node: how many local storage nodes to start, as child processes, with
+    /// their volumes under DATA_DIR/nodes/N.
+    #[arg(long, env = "BACKTRACK_LOCAL_NODES", default_value_t = 2)]
+    pub local_nodes: usize,
 
     /// Region used in ARNs.
     #[arg(long, env = "BACKTRACK_REGION", default_value = "us-east-1")]
@@ -129,6 +139,9 @@ impl Config {
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("two storage nodes are named {:?}", pair[0]));
+        }
+        if self.nodes.is_empty() && self.local_nodes == 0 {
+            return Err("give storage nodes with --node, or at least one --local-nodes".into());
         }
         if self.job_retry_base_ms == 0 || self.job_retry_max_ms < self.job_retry_base_ms {
             return Err("--job-retry-max-ms must be at least --job-retry-base-ms (> 0)".into());

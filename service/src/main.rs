@@ -11,8 +11,19 @@ fn main() -> ExitCode {
             print!("{}", backtrack_service::openapi::document_json());
             ExitCode::SUCCESS
         }
+        Command::Node(config) => {
+            backtrack_storage_node::config::init_tracing();
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+            match runtime.block_on(backtrack_storage_node::server::serve(*config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("backtrack-service node: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(config) => {
-            init_tracing();
+            backtrack_storage_node::config::init_tracing();
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
             match runtime.block_on(serve(*config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -50,13 +61,4 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

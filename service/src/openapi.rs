@@ -4,7 +4,7 @@
 
 use utoipa::OpenApi;
 
-use crate::http::{backtracks, clusters, health};
+use crate::http::{backtracks, clusters, data_api, health};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,11 @@ use crate::http::{backtracks, clusters, health};
         backtracks::create,
         backtracks::describe,
         backtracks::describe_one,
+        data_api::execute,
+        data_api::batch_execute,
+        data_api::begin,
+        data_api::commit,
+        data_api::rollback,
         health::healthz,
         health::readyz,
         health::openapi_json,
@@ -34,6 +39,7 @@ use crate::http::{backtracks, clusters, health};
     tags(
         (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster"),
         (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks"),
+        (name = "data-api", description = "The RDS Data API: SQL on a cluster, routed by resourceArn. The dialect is SQLite's. Errors name themselves in x-amzn-ErrorType with a body {\"message\": ...}."),
         (name = "service", description = "Health and documentation"),
     )
 )]

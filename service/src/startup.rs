@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::http::{self, AppState, Settings};
 use crate::jobs::{self, BacktrackRunner, ClusterReconciler, JobTiming, Wakeup};
+use crate::nodes::local::{self, LocalNodes};
 use crate::nodes::NodeRegistry;
 use crate::store::{redact, Store};
 
@@ -23,6 +24,8 @@ pub struct App {
     runner: Arc<BacktrackRunner>,
     poll: Duration,
     shutdown: watch::Sender<bool>,
+    /// The storage nodes this process started (the embedded setup), stopped last.
+    local: Option<LocalNodes>,
 }
 
 /// Stops a running [`App`] from elsewhere (a signal handler, a test).
@@ -42,11 +45,28 @@ impl App {
         let store = Store::connect(&url)
             .await
             .map_err(|e| format!("cannot open the metadata store {}: {e}", redact(&url)))?;
-        let nodes = NodeRegistry::new(
-            &config.nodes,
-            config.node_token.as_deref().unwrap_or_default(),
-            config.node_timeout(),
-        );
+        let (nodes, local) = if config.nodes.is_empty() {
+            // The embedded setup: storage nodes as child processes, with a fresh token.
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            let names = local::names(config.local_nodes);
+            let placeholders: Vec<(String, String)> = names
+                .iter()
+                .map(|n| (n.clone(), "http://127.0.0.1:1".to_string()))
+                .collect();
+            let nodes = NodeRegistry::new(&placeholders, &token, config.node_timeout());
+            let local = LocalNodes::start(&config.data_dir, &names, &token, nodes.clone()).await?;
+            (nodes, Some(local))
+        } else {
+            let endpoints: Vec<(String, String)> = config
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.url.clone()))
+                .collect();
+            let token = config.node_token.as_deref().unwrap_or_default();
+            let nodes = NodeRegistry::new(&endpoints, token, config.node_timeout());
+            nodes.check_health().await;
+            (nodes, None)
+        };
         let reconciler = Arc::new(ClusterReconciler::new(store.clone(), nodes.clone()));
         let runner = Arc::new(BacktrackRunner::new(
             store.clone(),
@@ -69,9 +89,15 @@ impl App {
             Duration::from_secs(config.request_timeout_secs),
             config.body_limit_bytes,
         );
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                if let Some(local) = local {
+                    local.stop().await;
+                }
+                return Err(format!("cannot listen on {}: {e}", config.listen));
+            }
+        };
         Ok(App {
             listener,
             router,
@@ -79,6 +105,7 @@ impl App {
             runner,
             poll: Duration::from_millis(config.poll_interval_ms),
             shutdown: watch::channel(false).0,
+            local,
         })
     }
 
@@ -97,13 +124,18 @@ impl App {
     /// Serves until the shutdown handle fires. If this future is dropped instead (a crash, as
     /// tests simulate one), the workers are aborted with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let workers = AbortOnDrop(jobs::spawn(
+        let mut workers = jobs::spawn(
             self.runner.clone(),
             self.state.reconciler.clone(),
             self.state.wakeup.clone(),
             self.poll,
             self.shutdown.subscribe(),
-        ));
+        );
+        workers.push(tokio::spawn(watch_node_health(
+            self.state.nodes.clone(),
+            self.shutdown.subscribe(),
+        )));
+        let workers = AbortOnDrop(workers);
         let mut stop = self.shutdown.subscribe();
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -113,9 +145,25 @@ impl App {
         for worker in workers.take() {
             let _ = worker.await;
         }
+        // Last: no worker calls a node any more.
+        if let Some(local) = self.local {
+            local.stop().await;
+        }
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Asks every node for its health each second: placement, cluster statuses
+/// (`inaccessible`) and the Data API follow the answers.
+async fn watch_node_health(nodes: NodeRegistry, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        nodes.check_health().await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

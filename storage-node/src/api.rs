@@ -123,6 +123,10 @@ pub struct ExecuteRequest {
     pub params: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub param_sets: Option<Vec<Vec<Value>>>,
+    /// Bind by name instead of position: the name of each value of `params` (or of each
+    /// parameter set), as written in the SQL, prefix included (`:id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_names: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
 }
@@ -134,7 +138,8 @@ pub struct Column {
     pub decl_type: Option<String>,
 }
 
-/// The effect of one run of a statement in a batch.
+/// The effect of one run of a statement in a batch. `last_insert_rowid` is set only when the
+/// run inserted a row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunEffect {
     pub rows_affected: u64,

@@ -64,6 +64,11 @@ pub struct NodeConfig {
         default_value_t = 180
     )]
     pub transaction_idle_secs: u64,
+
+    /// Stop when standard input closes: set by a supervising control plane, so the node
+    /// never outlives it.
+    #[arg(long)]
+    pub exit_with_stdin: bool,
 }
 
 impl NodeConfig {
@@ -83,4 +88,15 @@ impl NodeConfig {
         }
         self.engine().validate()
     }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`); stdout carries only the line that
+/// announces the address.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

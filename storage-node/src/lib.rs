@@ -5,9 +5,11 @@
 //! - `config`: the node's flags.
 //! - `engine`: the log, the volumes, the SQLite VFS, SQL execution, and maintenance.
 //! - `http`: the node's HTTP API over the engine.
+//! - `server`: runs a node until it is told to stop.
 
 pub mod api;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod server;

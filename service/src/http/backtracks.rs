@@ -124,6 +124,11 @@ pub async fn create(
     if cluster.status != ClusterStatus::Available {
         return Err(not_available(&cluster.id.to_string(), cluster.status));
     }
+    if !state.nodes.is_healthy(&cluster.node_id) {
+        return Err(ApiError::InvalidClusterState(format!(
+            "DB cluster {id} is inaccessible: its storage node does not answer. Try again when it is available."
+        )));
+    }
     let use_earliest = request
         .use_earliest_time_on_point_in_time_unavailable
         .unwrap_or(false);

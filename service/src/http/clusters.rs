@@ -209,7 +209,7 @@ pub async fn create(
     let per_node = state.store.clusters_per_node().await?;
     let node = state.nodes.place(&per_node).ok_or_else(|| {
         ApiError::InsufficientCapacity(
-            "No storage node is configured to hold the cluster's volume.".into(),
+            "No healthy storage node can hold the cluster's volume right now.".into(),
         )
     })?;
     let now = Timestamp::now();
@@ -227,7 +227,7 @@ pub async fn create(
         database_name: request.database_name,
         master_username: request.master_username,
         tags: request.tags,
-        node_id: node.name.clone(),
+        node_id: node,
         created_at: now,
         updated_at: now,
     };
@@ -235,7 +235,7 @@ pub async fn create(
     tracing::info!(cluster = %cluster.id, node = %cluster.node_id, window, "cluster created");
     let cluster = converge_now(&state, cluster).await?;
     let body = DbClusterResult {
-        db_cluster: describe_cluster(&cluster, None, &state.settings, Timestamp::now()),
+        db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
     };
     Ok(json(StatusCode::CREATED, &body))
 }
@@ -306,7 +306,7 @@ pub async fn describe(
             .iter()
             .map(|c| {
                 let live = figures.get(&c.node_id).and_then(|f| f.get(&c.resource_id));
-                describe_cluster(c, live, &state.settings, now)
+                describe_cluster(c, live, &state, now)
             })
             .collect(),
         marker,
@@ -334,12 +334,7 @@ pub async fn describe_one(
         .volume_figures(&cluster.node_id, &cluster.resource_id)
         .await;
     let body = DbClusterResult {
-        db_cluster: describe_cluster(
-            &cluster,
-            figures.as_ref(),
-            &state.settings,
-            Timestamp::now(),
-        ),
+        db_cluster: describe_cluster(&cluster, figures.as_ref(), &state, Timestamp::now()),
     };
     Ok(json(StatusCode::OK, &body))
 }
@@ -402,7 +397,7 @@ pub async fn modify(
     tracing::info!(cluster = %cluster.id, window = cluster.backtrack_window, "cluster modified");
     let cluster = converge_now(&state, cluster).await?;
     let body = DbClusterResult {
-        db_cluster: describe_cluster(&cluster, None, &state.settings, Timestamp::now()),
+        db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
     };
     Ok(json(StatusCode::OK, &body))
 }
@@ -447,7 +442,7 @@ pub async fn delete(
         .await?;
     tracing::info!(cluster = %cluster.id, "cluster deletion started");
     let body = DbClusterResult {
-        db_cluster: describe_cluster(&cluster, None, &state.settings, Timestamp::now()),
+        db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
     };
     // The description above is of the cluster being deleted; the volume goes now if the
     // node answers, or on a later pass.
@@ -501,14 +496,28 @@ async fn figures_for(state: &AppState, clusters: &[Cluster]) -> HashMap<String, 
     all
 }
 
+/// The status a cluster shows: its own, or `inaccessible` while its storage node does not
+/// answer.
+pub fn shown_status(cluster: &Cluster, state: &AppState) -> &'static str {
+    match cluster.status {
+        ClusterStatus::Available | ClusterStatus::Backtracking | ClusterStatus::Modifying
+            if !state.nodes.is_healthy(&cluster.node_id) =>
+        {
+            "inaccessible"
+        }
+        status => status.as_str(),
+    }
+}
+
 /// The API's view of a cluster. With the node's figures, EarliestBacktrackTime is what the
 /// node can really rewind to; without them, what the metadata implies.
 pub fn describe_cluster(
     cluster: &Cluster,
     figures: Option<&VolumeFigures>,
-    settings: &Settings,
+    state: &AppState,
     now: Timestamp,
 ) -> DbCluster {
+    let settings: &Settings = &state.settings;
     let earliest = match figures {
         Some(f) if cluster.backtrack_window > 0 => {
             f.earliest_restorable_us.map(Timestamp::from_micros)
@@ -522,7 +531,7 @@ pub fn describe_cluster(
         engine: cluster.engine.clone(),
         engine_version: cluster.engine_version.clone(),
         engine_mode: "provisioned".into(),
-        status: cluster.status.as_str().into(),
+        status: shown_status(cluster, state).into(),
         cluster_create_time: cluster.created_at,
         backtrack_window: cluster
             .backtrack_ever_enabled

@@ -6,6 +6,7 @@
 
 pub mod backtracks;
 pub mod clusters;
+pub mod data_api;
 pub mod health;
 
 use std::sync::Arc;
@@ -78,6 +79,11 @@ pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
             "/v1/clusters/{id}/backtracks/{backtrack_id}",
             get(backtracks::describe_one),
         )
+        .route("/Execute", post(data_api::execute))
+        .route("/BatchExecute", post(data_api::batch_execute))
+        .route("/BeginTransaction", post(data_api::begin))
+        .route("/CommitTransaction", post(data_api::commit))
+        .route("/RollbackTransaction", post(data_api::rollback))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi_json))

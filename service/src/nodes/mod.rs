@@ -1,70 +1,122 @@
-//! The storage nodes this control plane drives: their clients by name, where a new cluster
-//! goes, and the nodes' live figures for the volumes (EarliestBacktrackTime and
+//! The storage nodes this control plane drives: their clients by name, their health, where a
+//! new cluster goes, and the nodes' live figures for the volumes (EarliestBacktrackTime and
 //! BacktrackConsumedChangeRecords come from there, not from the metadata).
+//!
+//! Nodes are named; the name is what the metadata records, so a node may change address (a
+//! local node restarted on a new port, a pod rescheduled) without its clusters moving.
+
+pub mod local;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use backtrack_storage_node::api::VolumeFigures;
 use backtrack_storage_node::client::NodeClient;
 use tokio::sync::Mutex;
 
-use crate::config::NodeEndpoint;
-
 /// How long one node's list of volume figures is reused by describe calls.
 const FIGURES_TTL: Duration = Duration::from_secs(1);
 /// A describe call does not wait longer than this for a node's figures.
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Clone)]
-pub struct Node {
-    pub name: String,
-    pub client: NodeClient,
-}
+/// A health check that takes longer than this counts as a failure.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every volume's figures on one node, by volume id.
 pub type NodeFigures = Arc<HashMap<String, VolumeFigures>>;
 
+struct Node {
+    name: String,
+    client: RwLock<NodeClient>,
+    healthy: AtomicBool,
+}
+
 #[derive(Clone)]
 pub struct NodeRegistry {
     nodes: Arc<Vec<Node>>,
+    token: Arc<str>,
+    timeout: Duration,
     /// Per node: when its figures were fetched, and the figures.
     figures: Arc<Mutex<HashMap<String, (Instant, NodeFigures)>>>,
 }
 
 impl NodeRegistry {
-    pub fn new(endpoints: &[NodeEndpoint], token: &str, timeout: Duration) -> Self {
-        let nodes = endpoints
+    /// A registry of nodes by `(name, url)`; each starts out presumed healthy.
+    pub fn new(nodes: &[(String, String)], token: &str, timeout: Duration) -> Self {
+        let nodes = nodes
             .iter()
-            .map(|e| Node {
-                name: e.name.clone(),
-                client: NodeClient::new(&e.url, token, timeout),
+            .map(|(name, url)| Node {
+                name: name.clone(),
+                client: RwLock::new(NodeClient::new(url, token, timeout)),
+                healthy: AtomicBool::new(true),
             })
             .collect();
         NodeRegistry {
             nodes: Arc::new(nodes),
+            token: token.into(),
+            timeout,
             figures: Arc::default(),
         }
     }
 
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
-    pub fn client(&self, name: &str) -> Option<&NodeClient> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == name)
-            .map(|n| &n.client)
+    fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The node that should take a new cluster: the one holding the fewest clusters (ties go
-    /// to the first configured).
-    pub fn place(&self, clusters_per_node: &HashMap<String, i64>) -> Option<&Node> {
+    pub fn client(&self, name: &str) -> Option<NodeClient> {
+        self.node(name).map(|n| n.client.read().unwrap().clone())
+    }
+
+    /// Points `name` at a new address (a restarted local node).
+    pub fn set_url(&self, name: &str, url: &str) {
+        if let Some(node) = self.node(name) {
+            *node.client.write().unwrap() = NodeClient::new(url, &self.token, self.timeout);
+        }
+    }
+
+    pub fn is_healthy(&self, name: &str) -> bool {
+        self.node(name)
+            .is_some_and(|n| n.healthy.load(Ordering::Acquire))
+    }
+
+    pub fn set_healthy(&self, name: &str, healthy: bool) {
+        if let Some(node) = self.node(name) {
+            let was = node.healthy.swap(healthy, Ordering::AcqRel);
+            if was != healthy {
+                if healthy {
+                    tracing::info!(node = name, "storage node is healthy");
+                } else {
+                    tracing::warn!(node = name, "storage node does not answer");
+                }
+            }
+        }
+    }
+
+    /// Asks every node for its health and records the answers.
+    pub async fn check_health(&self) {
+        for node in self.nodes.iter() {
+            let client = node.client.read().unwrap().clone();
+            let healthy = matches!(
+                tokio::time::timeout(HEALTH_TIMEOUT, client.health()).await,
+                Ok(Ok(health)) if health.status == "ok"
+            );
+            self.set_healthy(&node.name, healthy);
+        }
+    }
+
+    /// The node that should take a new cluster: the healthy one holding the fewest clusters
+    /// (ties go to the first configured).
+    pub fn place(&self, clusters_per_node: &HashMap<String, i64>) -> Option<String> {
         self.nodes
             .iter()
+            .filter(|n| n.healthy.load(Ordering::Acquire))
             .min_by_key(|n| clusters_per_node.get(&n.name).copied().unwrap_or(0))
+            .map(|n| n.name.clone())
     }
 
     /// One volume's figures, fresh from its node; `None` if the node cannot say right now.
@@ -115,23 +167,36 @@ impl NodeRegistry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn new_clusters_go_to_the_least_loaded_node() {
-        let endpoints: Vec<NodeEndpoint> = ["a=http://a:1", "b=http://b:1", "c=http://c:1"]
+    fn registry() -> NodeRegistry {
+        let nodes: Vec<(String, String)> = ["a", "b", "c"]
             .iter()
-            .map(|s| s.parse().unwrap())
+            .map(|n| (n.to_string(), format!("http://{n}:1")))
             .collect();
-        let registry = NodeRegistry::new(&endpoints, "t", Duration::from_secs(1));
+        NodeRegistry::new(&nodes, "t", Duration::from_secs(1))
+    }
+
+    #[test]
+    fn new_clusters_go_to_the_least_loaded_healthy_node() {
+        let registry = registry();
         let counts = HashMap::from([("a".to_string(), 3), ("b".to_string(), 1)]);
-        assert_eq!(registry.place(&counts).unwrap().name, "c");
-        let counts = HashMap::from([
-            ("a".to_string(), 1),
-            ("b".to_string(), 1),
-            ("c".to_string(), 2),
-        ]);
-        assert_eq!(registry.place(&counts).unwrap().name, "a");
-        assert!(NodeRegistry::new(&[], "t", Duration::from_secs(1))
-            .place(&counts)
-            .is_none());
+        assert_eq!(registry.place(&counts).unwrap(), "c");
+        registry.set_healthy("c", false);
+        assert_eq!(registry.place(&counts).unwrap(), "b");
+        let counts = HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)]);
+        assert_eq!(registry.place(&counts).unwrap(), "a");
+        registry.set_healthy("a", false);
+        registry.set_healthy("b", false);
+        assert!(registry.place(&counts).is_none());
+    }
+
+    #[test]
+    fn a_node_keeps_its_name_when_its_address_changes() {
+        let registry = registry();
+        registry.set_url("b", "http://elsewhere:2");
+        assert_eq!(
+            registry.client("b").unwrap().base_url(),
+            "http://elsewhere:2"
+        );
+        assert!(registry.client("zzz").is_none());
     }
 }

@@ -317,6 +317,13 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
 
 /// Volume calls answer as a healthy node would; backtracks echo their request.
 pub async fn mount_healthy_node(node: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path_regex("^/healthz$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "ok", "volumes": 0})),
+        )
+        .mount(node)
+        .await;
     Mock::given(method("PUT"))
         .and(path_regex("^/v1/volumes/[^/]+$"))
         .respond_with(VolumeEcho)

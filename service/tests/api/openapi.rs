@@ -19,7 +19,19 @@ fn the_committed_openapi_document_is_what_the_code_generates() {
 fn every_route_is_documented_with_its_bodies_and_errors() {
     let doc: Value = serde_json::from_str(&backtrack_service::openapi::document_json()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    let error_body = |path: &str| {
+        if path.starts_with("/v1/") {
+            "#/components/schemas/ErrorResponse"
+        } else {
+            "#/components/schemas/DataApiErrorBody"
+        }
+    };
     let routes = [
+        ("post", "/Execute", "200", true),
+        ("post", "/BatchExecute", "200", true),
+        ("post", "/BeginTransaction", "200", true),
+        ("post", "/CommitTransaction", "200", true),
+        ("post", "/RollbackTransaction", "200", true),
         ("post", "/v1/clusters", "201", true),
         ("get", "/v1/clusters", "200", false),
         ("get", "/v1/clusters/{DBClusterIdentifier}", "200", false),
@@ -62,10 +74,7 @@ fn every_route_is_documented_with_its_bodies_and_errors() {
         assert!(!errors.is_empty(), "{method} {path}: no error responses");
         for status in errors {
             let schema = &op["responses"][status]["content"]["application/json"]["schema"]["$ref"];
-            assert_eq!(
-                schema, "#/components/schemas/ErrorResponse",
-                "{method} {path} {status}"
-            );
+            assert_eq!(schema, error_body(path), "{method} {path} {status}");
         }
     }
 }

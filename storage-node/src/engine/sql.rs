@@ -456,20 +456,12 @@ fn execute_statement(
         runs: Vec::new(),
     };
     let mut bytes = 0usize;
+    let mut last_rowid = conn.last_insert_rowid();
     for params in sets {
-        if params.len() != statement.parameter_count() {
-            return Err(VolumeError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the statement takes {} parameter(s) but {} were given",
-                    statement.parameter_count(),
-                    params.len()
-                ),
-            ));
-        }
+        let bound = bind_order(&statement, params, request.param_names.as_deref())?;
         let before = conn.total_changes();
         let mut rows = statement
-            .query(rusqlite::params_from_iter(params.iter().map(to_sql)))
+            .query(rusqlite::params_from_iter(bound.into_iter().map(to_sql)))
             .map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
             let mut values = Vec::with_capacity(result.columns.len());
@@ -491,7 +483,10 @@ fn execute_statement(
         }
         drop(rows);
         let changed = conn.total_changes() - before;
-        let rowid = (changed > 0).then(|| conn.last_insert_rowid());
+        let rowid = conn.last_insert_rowid();
+        let inserted = (changed > 0 && rowid != last_rowid).then_some(rowid);
+        last_rowid = rowid;
+        let rowid = inserted;
         result.rows_affected += changed;
         result.last_insert_rowid = rowid;
         if request.param_sets.is_some() {
@@ -502,6 +497,59 @@ fn execute_statement(
         }
     }
     Ok(result)
+}
+
+/// The values in the order of the statement's parameters: as given, or placed by name.
+fn bind_order<'a>(
+    statement: &rusqlite::Statement<'_>,
+    params: &'a [Value],
+    names: Option<&[String]>,
+) -> Result<Vec<&'a Value>, VolumeError> {
+    let count = statement.parameter_count();
+    let Some(names) = names else {
+        if params.len() != count {
+            return Err(VolumeError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the statement takes {count} parameter(s) but {} were given",
+                    params.len()
+                ),
+            ));
+        }
+        return Ok(params.iter().collect());
+    };
+    if names.len() != params.len() {
+        return Err(VolumeError::new(
+            ErrorCode::InvalidRequest,
+            "param_names and params differ in length",
+        ));
+    }
+    let mut slots: Vec<Option<&Value>> = vec![None; count];
+    for (name, value) in names.iter().zip(params) {
+        let index = statement
+            .parameter_index(name)
+            .map_err(sql_error)?
+            .ok_or_else(|| {
+                VolumeError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the statement has no parameter named {name}"),
+                )
+            })?;
+        slots[index - 1] = Some(value);
+    }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| {
+            slot.ok_or_else(|| {
+                let name = statement.parameter_name(i + 1).unwrap_or("?");
+                VolumeError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("no value was given for parameter {name}"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn to_sql(value: &Value) -> SqlValue {
