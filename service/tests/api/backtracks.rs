@@ -368,3 +368,44 @@ impl wiremock::Respond for BacktrackEchoAfter {
         BacktrackEcho.respond(request).set_delay(self.0)
     }
 }
+
+#[tokio::test]
+async fn sql_during_a_backtrack_is_told_the_database_is_unavailable() {
+    let app = spawn_app().await;
+    mount_backtracks(
+        &app.node,
+        BacktrackEchoAfter(Duration::from_millis(1500)),
+        None,
+    )
+    .await;
+    app.create_cluster("busy-sql", 3600).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (status, accepted) = app.backtrack("busy-sql", 0.01).await;
+    assert_eq!(status, 202);
+    let response = app
+        .http
+        .post(format!("{}/Execute", app.address))
+        .json(&json!({
+            "resourceArn": "arn:aws:rds:us-east-1:000000000000:cluster:busy-sql",
+            "secretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
+            "sql": "SELECT 1"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "DatabaseUnavailableException"
+    );
+    let (_, body) = decode(response).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("backtracked"),
+        "{body}"
+    );
+    app.wait_for_backtrack(
+        "busy-sql",
+        accepted["BacktrackIdentifier"].as_str().unwrap(),
+    )
+    .await;
+}

@@ -4,6 +4,7 @@
 
 mod backtracks;
 mod clusters;
+mod e2e;
 mod helpers;
 mod jobs;
 mod openapi;
