@@ -211,7 +211,7 @@ pub async fn create(
     get, path = "/v1/clusters/{DBClusterIdentifier}/backtracks", tag = "backtracks", operation_id = "DescribeDBClusterBacktracks",
     params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN"), DescribeBacktracksParams),
     responses(
-        (status = 200, body = DbClusterBacktrackMessage),
+        (status = 200, description = "A page of the cluster's backtracks, newest first", body = DbClusterBacktrackMessage),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),
         (status = 404, description = "DBClusterNotFoundFault, DBClusterBacktrackNotFoundFault", body = ErrorResponse),
     )
@@ -283,7 +283,7 @@ pub async fn describe(
         ("BacktrackIdentifier" = String, Path, description = "The backtrack's UUID"),
     ),
     responses(
-        (status = 200, body = DbClusterBacktrack),
+        (status = 200, description = "The backtrack", body = DbClusterBacktrack),
         (status = 400, description = "InvalidParameterValue (not a UUID)", body = ErrorResponse),
         (status = 404, description = "DBClusterNotFoundFault, DBClusterBacktrackNotFoundFault", body = ErrorResponse),
     )

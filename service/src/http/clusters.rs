@@ -245,7 +245,7 @@ pub async fn create(
     get, path = "/v1/clusters", tag = "clusters", operation_id = "DescribeDBClusters",
     params(DescribeDbClustersParams),
     responses(
-        (status = 200, body = DbClusterMessage),
+        (status = 200, description = "A page of clusters", body = DbClusterMessage),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),
         (status = 404, description = "DBClusterNotFoundFault (DBClusterIdentifier given and unknown)", body = ErrorResponse),
     )
@@ -319,7 +319,7 @@ pub async fn describe(
     get, path = "/v1/clusters/{DBClusterIdentifier}", tag = "clusters", operation_id = "DescribeDBCluster",
     params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier (case-insensitive) or ARN")),
     responses(
-        (status = 200, body = DbClusterResult),
+        (status = 200, description = "The cluster", body = DbClusterResult),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),
         (status = 404, description = "DBClusterNotFoundFault", body = ErrorResponse),
     )
@@ -346,7 +346,7 @@ pub async fn describe_one(
     params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN")),
     request_body = ModifyDbClusterRequest,
     responses(
-        (status = 200, body = DbClusterResult),
+        (status = 200, description = "The cluster, changed", body = DbClusterResult),
         (status = 400, description = "InvalidParameterValue, InvalidDBClusterStateFault", body = ErrorResponse),
         (status = 404, description = "DBClusterNotFoundFault", body = ErrorResponse),
         (status = 415, description = "UnsupportedMediaType", body = ErrorResponse),

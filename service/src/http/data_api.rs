@@ -441,7 +441,7 @@ fn parameters(
     post, path = "/Execute", tag = "data-api", operation_id = "ExecuteStatement",
     request_body = ExecuteStatementRequest,
     responses(
-        (status = 200, body = ExecuteStatementResponse),
+        (status = 200, description = "The statement's result", body = ExecuteStatementResponse),
         (status = 400, description = "BadRequestException, DatabaseErrorException (the engine's message), HttpEndpointNotEnabledException, InvalidResourceStateException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException (e.g. during a backtrack)", body = DataApiErrorBody),
@@ -510,7 +510,7 @@ pub async fn execute(
     post, path = "/BatchExecute", tag = "data-api", operation_id = "BatchExecuteStatement",
     request_body = BatchExecuteStatementRequest,
     responses(
-        (status = 200, body = BatchExecuteStatementResponse),
+        (status = 200, description = "One result per parameter set", body = BatchExecuteStatementResponse),
         (status = 400, description = "BadRequestException, DatabaseErrorException, HttpEndpointNotEnabledException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
@@ -576,7 +576,7 @@ pub async fn batch_execute(
     post, path = "/BeginTransaction", tag = "data-api", operation_id = "BeginTransaction",
     request_body = BeginTransactionRequest,
     responses(
-        (status = 200, body = BeginTransactionResponse),
+        (status = 200, description = "The new transaction", body = BeginTransactionResponse),
         (status = 400, description = "BadRequestException, DatabaseErrorException, HttpEndpointNotEnabledException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
@@ -600,7 +600,7 @@ pub async fn begin(State(state): State<AppState>, bytes: Bytes) -> Result<Respon
     post, path = "/CommitTransaction", tag = "data-api", operation_id = "CommitTransaction",
     request_body = EndTransactionRequest,
     responses(
-        (status = 200, body = EndTransactionResponse),
+        (status = 200, description = "Committed", body = EndTransactionResponse),
         (status = 400, description = "BadRequestException, DatabaseErrorException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException (ended, expired, or rolled back by a backtrack)", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
@@ -615,7 +615,7 @@ pub async fn commit(State(state): State<AppState>, bytes: Bytes) -> Result<Respo
     post, path = "/RollbackTransaction", tag = "data-api", operation_id = "RollbackTransaction",
     request_body = EndTransactionRequest,
     responses(
-        (status = 200, body = EndTransactionResponse),
+        (status = 200, description = "Rolled back", body = EndTransactionResponse),
         (status = 400, description = "BadRequestException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),

@@ -17,7 +17,7 @@ pub struct HealthStatus {
 }
 
 /// Liveness: the process serves requests.
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = HealthStatus)))]
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "Alive", body = HealthStatus)))]
 pub async fn healthz() -> Response {
     json(
         StatusCode::OK,
@@ -30,7 +30,7 @@ pub async fn healthz() -> Response {
 /// Readiness: the metadata database answers.
 #[utoipa::path(
     get, path = "/readyz", tag = "service",
-    responses((status = 200, body = HealthStatus), (status = 503, description = "ServiceUnavailable", body = ErrorResponse))
+    responses((status = 200, description = "Ready", body = HealthStatus), (status = 503, description = "ServiceUnavailable", body = ErrorResponse))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.store.ping().await.map_err(|e| {
