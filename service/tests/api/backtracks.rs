@@ -82,27 +82,11 @@ async fn backtrack_times_are_taken_in_any_iso_form() {
     assert_error(status, &body, 400, "InvalidParameterValue");
 }
 
-/// `secs` as local time in UTC+02:00, e.g. `2026-11-23T12:00:00+02:00`.
+/// `secs` (whole seconds) as local time in UTC+02:00, e.g. `2026-11-23T12:00:00+02:00`.
 fn format_with_offset(secs: i64) -> String {
-    let shifted = secs + 2 * 3600;
-    let days = shifted.div_euclid(86_400);
-    let rem = shifted.rem_euclid(86_400);
-    // Civil date from days (Hinnant), as in the service; small enough to repeat here.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+02:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let local = backtrack_service::domain::Timestamp::from_micros((secs + 2 * 3600) * 1_000_000)
+        .to_string();
+    format!("{}+02:00", local.trim_end_matches(".000Z"))
 }
 
 #[tokio::test]

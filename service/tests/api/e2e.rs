@@ -159,24 +159,7 @@ pub async fn instant() -> String {
 }
 
 pub fn iso(secs: f64) -> String {
-    let millis = (secs * 1000.0).floor() as i64;
-    let (days, rem) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    )
+    backtrack_service::domain::Timestamp::from_micros((secs * 1e6) as i64).to_string()
 }
 
 const CHECKSUM: &str = "SELECT count(*), sum(id), sum(qty * 7 + length(item)) FROM orders";
@@ -398,7 +381,7 @@ pub fn kill_node(node_dir: &Path) {
                         .split(|b| *b == 0)
                         .map(|a| String::from_utf8_lossy(a).to_string())
                         .collect();
-                    args.iter().any(|a| a == "node") && args.iter().any(|a| *a == wanted)
+                    args.iter().any(|a| a == "node") && args.contains(&wanted)
                 })
                 .unwrap_or(false)
         })
