@@ -587,11 +587,18 @@ fn transaction_not_found(id: &str) -> VolumeError {
     )
 }
 
-/// SQLite's own message for a refused statement; an I/O failure is the node's, not the user's.
+/// SQLite's own message for a refused statement; an I/O failure is the node's, not the user's,
+/// and an interrupted statement was stopped by a backtrack (only the quiescing interrupts).
 fn sql_error(e: rusqlite::Error) -> VolumeError {
     if let rusqlite::Error::SqliteFailure(failure, _) = &e {
         if failure.code == rusqlite::ErrorCode::SystemIoFailure {
             return VolumeError::internal(format!("storage failure: {e}"));
+        }
+        if failure.code == rusqlite::ErrorCode::OperationInterrupted {
+            return VolumeError::new(
+                ErrorCode::Unavailable,
+                "the statement was interrupted because the volume is being backtracked; it did not take effect, retry it",
+            );
         }
     }
     VolumeError::new(ErrorCode::SqlError, e.to_string())
