@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::billing::Money;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "backtrack-service",
@@ -107,6 +109,23 @@ pub struct Config {
     /// milliseconds (they are woken at once for work this process creates).
     #[arg(long, env = "BACKTRACK_POLL_INTERVAL_MS", default_value_t = 1_000)]
     pub poll_interval_ms: u64,
+
+    /// How often each volume's stored change records are sampled for billing, metrics and
+    /// window alerts, in milliseconds.
+    #[arg(long, env = "BACKTRACK_METERING_INTERVAL_MS", default_value_t = 60_000)]
+    pub metering_interval_ms: u64,
+
+    /// Price of one million change-record-hours, an exact decimal.
+    #[arg(
+        long,
+        env = "BACKTRACK_PRICE_PER_MILLION_CR_HOURS",
+        default_value = "0.012"
+    )]
+    pub price_per_million_cr_hours: Money,
+
+    /// Currency of the price.
+    #[arg(long, env = "BACKTRACK_CURRENCY", default_value = "USD")]
+    pub currency: String,
 }
 
 impl Config {
@@ -146,8 +165,15 @@ impl Config {
         if self.job_retry_base_ms == 0 || self.job_retry_max_ms < self.job_retry_base_ms {
             return Err("--job-retry-max-ms must be at least --job-retry-base-ms (> 0)".into());
         }
-        if self.job_lease_secs == 0 || self.poll_interval_ms == 0 {
-            return Err("--job-lease-secs and --poll-interval-ms must be positive".into());
+        if self.job_lease_secs == 0 || self.poll_interval_ms == 0 || self.metering_interval_ms == 0
+        {
+            return Err(
+                "--job-lease-secs, --poll-interval-ms and --metering-interval-ms must be positive"
+                    .into(),
+            );
+        }
+        if self.price_per_million_cr_hours < Money::ZERO {
+            return Err("--price-per-million-cr-hours must not be negative".into());
         }
         // A node call must end before the lease does, or a second runner could take the job
         // over while the first is still waiting for the node.
@@ -159,6 +185,35 @@ impl Config {
 
     pub fn node_timeout(&self) -> Duration {
         Duration::from_millis(self.node_timeout_ms)
+    }
+}
+
+/// What handlers and workers need of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub region: String,
+    pub account_id: String,
+    pub job_deadline: Duration,
+    pub price_per_million: Money,
+    pub currency: String,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            region: config.region.clone(),
+            account_id: config.account_id.clone(),
+            job_deadline: Duration::from_secs(config.job_deadline_secs),
+            price_per_million: config.price_per_million_cr_hours,
+            currency: config.currency.clone(),
+        }
+    }
+
+    pub fn cluster_arn(&self, id: &str) -> String {
+        format!(
+            "arn:aws:rds:{}:{}:cluster:{id}",
+            self.region, self.account_id
+        )
     }
 }
 

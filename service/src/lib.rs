@@ -7,12 +7,16 @@
 //! - `domain`: identifiers, times, statuses, paging — pure values.
 //! - `store`: clusters and backtrack jobs in SQLite or PostgreSQL.
 //! - `jobs`: the backtrack runner and the cluster reconciler.
-//! - `nodes`: the storage nodes, placement, and their live figures.
+//! - `nodes`: the storage nodes, placement, health, local child nodes, live figures.
+//! - `billing`: change-record-hours and their cost, in exact arithmetic.
+//! - `events`: the events DescribeEvents serves, and the messages they carry.
 //! - `openapi`: the OpenAPI document generated from the handlers.
 
+pub mod billing;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod nodes;

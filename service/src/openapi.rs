@@ -4,7 +4,7 @@
 
 use utoipa::OpenApi;
 
-use crate::http::{backtracks, clusters, data_api, health};
+use crate::http::{backtracks, billing, clusters, data_api, events, health, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,11 +26,16 @@ use crate::http::{backtracks, clusters, data_api, health};
         backtracks::create,
         backtracks::describe,
         backtracks::describe_one,
+        events::describe,
+        billing::all,
+        billing::cluster,
+        metrics::cluster,
         data_api::execute,
         data_api::batch_execute,
         data_api::begin,
         data_api::commit,
         data_api::rollback,
+        metrics::prometheus,
         health::healthz,
         health::readyz,
         health::openapi_json,
@@ -40,7 +45,10 @@ use crate::http::{backtracks, clusters, data_api, health};
         (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster"),
         (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks"),
         (name = "data-api", description = "The RDS Data API: SQL on a cluster, routed by resourceArn. The dialect is SQLite's. Errors name themselves in x-amzn-ErrorType with a body {\"message\": ...}."),
-        (name = "service", description = "Health and documentation"),
+        (name = "events", description = "DescribeEvents: cluster and backtrack events, and the backtrack window alerts RDS-EVENT-0131 and RDS-EVENT-0132"),
+        (name = "billing", description = "Usage and cost of backtrack change records, per million change-record-hours"),
+        (name = "metrics", description = "CloudWatch-style backtrack metrics per cluster"),
+        (name = "service", description = "Health, metrics and documentation"),
     )
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::{self, AppState, Settings};
+use crate::jobs::metering::Meter;
 use crate::jobs::{self, BacktrackRunner, ClusterReconciler, JobTiming, Wakeup};
 use crate::nodes::local::{self, LocalNodes};
 use crate::nodes::NodeRegistry;
@@ -22,7 +23,9 @@ pub struct App {
     router: axum::Router,
     state: AppState,
     runner: Arc<BacktrackRunner>,
+    meter: Arc<Meter>,
     poll: Duration,
+    metering: Duration,
     shutdown: watch::Sender<bool>,
     /// The storage nodes this process started (the embedded setup), stopped last.
     local: Option<LocalNodes>,
@@ -68,21 +71,21 @@ impl App {
             (nodes, None)
         };
         let reconciler = Arc::new(ClusterReconciler::new(store.clone(), nodes.clone()));
+        let settings = Arc::new(Settings::from_config(&config));
         let runner = Arc::new(BacktrackRunner::new(
             store.clone(),
             nodes.clone(),
+            settings.clone(),
             JobTiming::from_config(&config),
         ));
+        let meter = Arc::new(Meter::new(store.clone(), nodes.clone(), settings.clone()));
         let state = AppState {
             store,
             nodes,
             reconciler,
             wakeup: Wakeup::default(),
-            settings: Arc::new(Settings {
-                region: config.region.clone(),
-                account_id: config.account_id.clone(),
-                job_deadline: Duration::from_secs(config.job_deadline_secs),
-            }),
+            settings,
+            http_metrics: Arc::default(),
         };
         let router = http::router(
             state.clone(),
@@ -103,7 +106,9 @@ impl App {
             router,
             state,
             runner,
+            meter,
             poll: Duration::from_millis(config.poll_interval_ms),
+            metering: Duration::from_millis(config.metering_interval_ms),
             shutdown: watch::channel(false).0,
             local,
         })
@@ -127,8 +132,10 @@ impl App {
         let mut workers = jobs::spawn(
             self.runner.clone(),
             self.state.reconciler.clone(),
+            self.meter.clone(),
             self.state.wakeup.clone(),
             self.poll,
+            self.metering,
             self.shutdown.subscribe(),
         );
         workers.push(tokio::spawn(watch_node_health(

@@ -214,6 +214,15 @@ impl ErrorCode {
     }
 }
 
+/// `GET /v1/config`, `PATCH /v1/config`: the node's settings that can change while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The most disk the log's segments may take; lowering it folds the oldest history early
+    /// (shrinking actual windows) at the next maintenance.
+    pub log_budget_bytes: u64,
+}
+
 /// Health: `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Health {

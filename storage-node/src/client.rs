@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::api::{
     BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, ExecuteResult,
-    Health, ModifyVolume, NodeErrorBody, TransactionStarted, VolumeFigures, VolumeList,
+    Health, ModifyVolume, NodeErrorBody, NodeSettings, TransactionStarted, VolumeFigures,
+    VolumeList,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,14 @@ impl NodeClient {
 
     pub async fn volumes(&self) -> Result<VolumeList, NodeError> {
         self.call(Method::GET, "/v1/volumes", None::<&()>).await
+    }
+
+    pub async fn settings(&self) -> Result<NodeSettings, NodeError> {
+        self.call(Method::GET, "/v1/config", None::<&()>).await
+    }
+
+    pub async fn set_settings(&self, settings: &NodeSettings) -> Result<NodeSettings, NodeError> {
+        self.call(Method::PATCH, "/v1/config", Some(settings)).await
     }
 
     pub async fn backtrack(

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{
     BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume, NodeErrorBody,
-    TransactionStarted, VolumeList,
+    NodeSettings, TransactionStarted, VolumeList,
 };
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
@@ -39,6 +39,7 @@ pub fn router(engine: Arc<Engine>, token: &str) -> Router {
     };
     let volumes = Router::new()
         .route("/v1/volumes", get(list_volumes))
+        .route("/v1/config", get(get_settings).patch(set_settings))
         .route(
             "/v1/volumes/{id}",
             get(get_volume)
@@ -147,6 +148,23 @@ async fn healthz(State(node): State<Node>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn get_settings(State(node): State<Node>) -> Json<NodeSettings> {
+    Json(NodeSettings {
+        log_budget_bytes: node.engine.log_budget(),
+    })
+}
+
+async fn set_settings(
+    State(node): State<Node>,
+    body: std::result::Result<Json<NodeSettings>, JsonRejection>,
+) -> Result<Json<NodeSettings>> {
+    let Json(body) = body?;
+    node.engine.set_log_budget(body.log_budget_bytes)?;
+    Ok(Json(NodeSettings {
+        log_budget_bytes: node.engine.log_budget(),
+    }))
 }
 
 async fn list_volumes(State(node): State<Node>) -> Result<Json<VolumeList>> {

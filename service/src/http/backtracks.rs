@@ -16,6 +16,7 @@ use super::{json, AppState, JsonBody, QueryParams};
 use crate::domain::paging::{decode_marker, encode_marker, validate_max_records};
 use crate::domain::{Backtrack, BacktrackStatus, ClusterStatus, Timestamp};
 use crate::error::{ApiError, ErrorResponse};
+use crate::events::{self, What};
 use crate::store::BacktrackFilter;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -202,6 +203,13 @@ pub async fn create(
         })
         .await?;
     tracing::info!(cluster = %id, backtrack = %job.id, to = %target, "backtrack requested");
+    events::record(
+        &state.store,
+        &state.settings,
+        id.as_str(),
+        What::BacktrackStarted(&job),
+    )
+    .await;
     state.wakeup.wake();
     Ok(json(StatusCode::ACCEPTED, &describe_backtrack(&job)))
 }

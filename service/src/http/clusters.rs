@@ -18,6 +18,7 @@ use crate::domain::{
     new_resource_id, validate_window, Cluster, ClusterId, ClusterStatus, Tag, Timestamp,
 };
 use crate::error::{ApiError, ErrorResponse};
+use crate::events::{self, What};
 use crate::nodes::NodeFigures;
 use crate::store::ClusterFilter;
 
@@ -233,6 +234,13 @@ pub async fn create(
     };
     state.store.insert_cluster(&cluster).await?;
     tracing::info!(cluster = %cluster.id, node = %cluster.node_id, window, "cluster created");
+    events::record(
+        &state.store,
+        &state.settings,
+        cluster.id.as_str(),
+        What::Created(&cluster),
+    )
+    .await;
     let cluster = converge_now(&state, cluster).await?;
     let body = DbClusterResult {
         db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
@@ -395,6 +403,13 @@ pub async fn modify(
         })
         .await?;
     tracing::info!(cluster = %cluster.id, window = cluster.backtrack_window, "cluster modified");
+    events::record(
+        &state.store,
+        &state.settings,
+        cluster.id.as_str(),
+        What::Modified(&cluster),
+    )
+    .await;
     let cluster = converge_now(&state, cluster).await?;
     let body = DbClusterResult {
         db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
@@ -441,6 +456,13 @@ pub async fn delete(
         })
         .await?;
     tracing::info!(cluster = %cluster.id, "cluster deletion started");
+    events::record(
+        &state.store,
+        &state.settings,
+        cluster.id.as_str(),
+        What::Deleted(&cluster),
+    )
+    .await;
     let body = DbClusterResult {
         db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
     };

@@ -5,9 +5,12 @@
 //! one), tracing, request-id propagation to the response, error rendering, timeout, body limit.
 
 pub mod backtracks;
+pub mod billing;
 pub mod clusters;
 pub mod data_api;
+pub mod events;
 pub mod health;
+pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,24 +43,10 @@ pub struct AppState {
     pub reconciler: Arc<ClusterReconciler>,
     pub wakeup: Wakeup,
     pub settings: Arc<Settings>,
+    pub http_metrics: Arc<metrics::HttpMetrics>,
 }
 
-/// Values from the configuration that handlers need.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub region: String,
-    pub account_id: String,
-    pub job_deadline: Duration,
-}
-
-impl Settings {
-    pub fn cluster_arn(&self, id: &str) -> String {
-        format!(
-            "arn:aws:rds:{}:{}:cluster:{id}",
-            self.region, self.account_id
-        )
-    }
-}
+pub use crate::config::Settings;
 
 pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
     let api = Router::new()
@@ -79,6 +68,11 @@ pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
             "/v1/clusters/{id}/backtracks/{backtrack_id}",
             get(backtracks::describe_one),
         )
+        .route("/v1/clusters/{id}/billing", get(billing::cluster))
+        .route("/v1/clusters/{id}/metrics", get(metrics::cluster))
+        .route("/v1/billing", get(billing::all))
+        .route("/v1/events", get(events::describe))
+        .route("/metrics", get(metrics::prometheus))
         .route("/Execute", post(data_api::execute))
         .route("/BatchExecute", post(data_api::batch_execute))
         .route("/BeginTransaction", post(data_api::begin))
@@ -90,6 +84,10 @@ pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
         .route("/docs", get(health::docs))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state);
     // Router::layer wraps from the inside out: the last layer added runs first.
     api.layer(RequestBodyLimitLayer::new(body_limit))

@@ -10,8 +10,13 @@
 //!   `creating`, `modifying` or `deleting`. Every node call it makes is idempotent, so several
 //!   replicas may run it at once.
 //!
+//! - [`metering::Meter`] samples the volumes' stored change records for billing, metrics and
+//!   window alerts.
+//!
 //! Each exposes `run_once()`, so tests drive them step by step without sleeping; [`spawn`]
 //! runs them in loops that stop between steps on shutdown.
+
+pub mod metering;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +28,9 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::domain::{Backtrack, Cluster, ClusterStatus, Timestamp};
+use crate::events::{self, What};
 use crate::nodes::NodeRegistry;
 use crate::store::{JobOutcome, Store, StoreError};
 
@@ -63,16 +69,23 @@ impl JobTiming {
 pub struct BacktrackRunner {
     store: Store,
     nodes: NodeRegistry,
+    settings: Arc<Settings>,
     timing: JobTiming,
     /// Names this runner in leases; unique per process start.
     owner: String,
 }
 
 impl BacktrackRunner {
-    pub fn new(store: Store, nodes: NodeRegistry, timing: JobTiming) -> Self {
+    pub fn new(
+        store: Store,
+        nodes: NodeRegistry,
+        settings: Arc<Settings>,
+        timing: JobTiming,
+    ) -> Self {
         BacktrackRunner {
             store,
             nodes,
+            settings,
             timing,
             owner: format!("runner-{}", Uuid::new_v4()),
         }
@@ -140,14 +153,17 @@ impl BacktrackRunner {
             .finish_backtrack(job, &self.owner, outcome)
             .await?
         {
-            match outcome {
+            let what = match outcome {
                 JobOutcome::Completed { backtrack_to, .. } => {
-                    tracing::info!(backtrack = %job.id, to = %backtrack_to, "backtrack completed")
+                    tracing::info!(backtrack = %job.id, to = %backtrack_to, "backtrack completed");
+                    What::BacktrackCompleted(job, *backtrack_to)
                 }
                 JobOutcome::Failed { reason } => {
-                    tracing::warn!(backtrack = %job.id, %reason, "backtrack failed")
+                    tracing::warn!(backtrack = %job.id, %reason, "backtrack failed");
+                    What::BacktrackFailed(job, reason)
                 }
-            }
+            };
+            events::record(&self.store, &self.settings, job.cluster_id.as_str(), what).await;
         } else {
             // Another runner took the job over after our lease ran out; it will finish it.
             tracing::warn!(backtrack = %job.id, "lease lost before the backtrack was recorded");
@@ -259,15 +275,29 @@ impl Wakeup {
     }
 }
 
-/// Runs both workers until `shutdown` turns true. A step under way when it does is finished,
+/// Runs the workers until `shutdown` turns true. A step under way when it does is finished,
 /// never cut short: a node call in flight completes and its result is recorded.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     runner: Arc<BacktrackRunner>,
     reconciler: Arc<ClusterReconciler>,
+    meter: Arc<metering::Meter>,
     wakeup: Wakeup,
     poll: Duration,
+    metering: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
+    // The meter keeps its own time: nothing this process does wakes it early.
+    let meter_loop = tokio::spawn(work_loop(
+        "meter",
+        Wakeup::default(),
+        metering,
+        shutdown.clone(),
+        move || {
+            let meter = meter.clone();
+            async move { meter.run_once().await }
+        },
+    ));
     let runner_loop = {
         let wakeup = wakeup.clone();
         let shutdown = shutdown.clone();
@@ -292,7 +322,7 @@ pub fn spawn(
             async move { reconciler.run_once().await }
         },
     ));
-    vec![runner_loop, reconciler_loop]
+    vec![runner_loop, reconciler_loop, meter_loop]
 }
 
 async fn work_loop<F, Fut>(

@@ -140,6 +140,11 @@ impl NodeRegistry {
                 return Some(figures.clone());
             }
         }
+        self.fresh_node_figures(node).await
+    }
+
+    /// Every volume's figures on `node`, read now (for the meter, which dates its samples).
+    pub async fn fresh_node_figures(&self, node: &str) -> Option<NodeFigures> {
         let client = self.client(node)?;
         let list = match tokio::time::timeout(FIGURES_TIMEOUT, client.volumes()).await {
             Ok(Ok(list)) => list,

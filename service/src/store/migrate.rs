@@ -24,8 +24,14 @@ macro_rules! migrations {
     };
 }
 
-const SQLITE: &[Migration] = migrations!("sqlite": 1 "0001_clusters_and_backtracks");
-const POSTGRES: &[Migration] = migrations!("postgres": 1 "0001_clusters_and_backtracks");
+const SQLITE: &[Migration] = migrations!("sqlite":
+    1 "0001_clusters_and_backtracks",
+    2 "0002_metering_and_events",
+);
+const POSTGRES: &[Migration] = migrations!("postgres":
+    1 "0001_clusters_and_backtracks",
+    2 "0002_metering_and_events",
+);
 
 /// An arbitrary constant that names our migration lock among PostgreSQL's advisory locks.
 const PG_MIGRATION_LOCK: i64 = 0x6261_636b_7472_6163;

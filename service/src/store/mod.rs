@@ -9,7 +9,10 @@
 //! `FOR UPDATE SKIP LOCKED` for claiming jobs, on PostgreSQL; SQLite's single writer already
 //! serializes). Schemas live in migrations/sqlite and migrations/postgres.
 
+mod meter;
 mod migrate;
+
+pub use meter::{AlertChange, Event, EventFilter, MeterSample, MeterState, Recorded, UsageRow};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -273,6 +276,27 @@ impl Store {
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(cluster_from_row).collect()
+    }
+
+    /// How many rows of `table` (clusters or backtracks) are in each status, for metrics.
+    pub async fn count_by_status(&self, table: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let table = match table {
+            "clusters" => "clusters",
+            "backtracks" => "backtracks",
+            other => {
+                return Err(StoreError::Database(format!(
+                    "no status counts for {other}"
+                )))
+            }
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT status, COUNT(*) FROM {table} GROUP BY status ORDER BY status"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// How many clusters each node holds, for placement.

@@ -26,20 +26,32 @@ impl Drop for Service {
 }
 
 pub fn start_service(db: &TestDb, extra: &[&str]) -> Service {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval-ms",
+        "50",
+    ];
+    args.extend([
+        "--job-retry-base-ms",
+        "100",
+        "--job-retry-max-ms",
+        "500",
+        "--database-url",
+        &db.url,
+    ]);
+    args.extend(extra);
+    let (child, url) = start_process(&args, &db.dir.0);
+    Service::from_parts(child, url)
+}
+
+/// Starts `backtrack-service ARGS --data-dir DIR` and returns it with the address it announces.
+pub fn start_process(args: &[&str], dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backtrack-service"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval-ms",
-            "50",
-        ])
-        .args(["--job-retry-base-ms", "100", "--job-retry-max-ms", "500"])
+        .args(args)
         .arg("--data-dir")
-        .arg(&db.dir.0)
-        .arg("--database-url")
-        .arg(&db.url)
-        .args(extra)
+        .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -51,17 +63,22 @@ pub fn start_service(db: &TestDb, extra: &[&str]) -> Service {
         .unwrap();
     let url = line
         .trim()
-        .strip_prefix("backtrack-service listening on ")
+        .rsplit_once(" listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .1
         .to_string();
-    Service {
-        child,
-        url,
-        http: reqwest::Client::new(),
-    }
+    (child, url)
 }
 
 impl Service {
+    pub fn from_parts(child: Child, url: String) -> Service {
+        Service {
+            child,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self
             .http

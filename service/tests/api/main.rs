@@ -7,5 +7,6 @@ mod clusters;
 mod e2e;
 mod helpers;
 mod jobs;
+mod metering;
 mod openapi;
 mod store;

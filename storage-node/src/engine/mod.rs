@@ -83,6 +83,8 @@ pub struct Maintenance {
 
 pub struct Engine {
     config: EngineConfig,
+    /// The log budget in force (it may change while the node runs).
+    log_budget: std::sync::atomic::AtomicU64,
     log: Arc<Log>,
     clock: Arc<Clock>,
     volumes: RwLock<HashMap<String, Arc<SqlVolume>>>,
@@ -134,6 +136,7 @@ impl Engine {
             "storage engine recovered"
         );
         let engine = Arc::new(Engine {
+            log_budget: std::sync::atomic::AtomicU64::new(config.log_budget_bytes),
             config,
             log,
             clock,
@@ -154,6 +157,23 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    pub fn log_budget(&self) -> u64 {
+        self.log_budget.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Changes the log budget; the next maintenance pass enforces it.
+    pub fn set_log_budget(&self, bytes: u64) -> Result<(), VolumeError> {
+        let mut config = self.config.clone();
+        config.log_budget_bytes = bytes;
+        config
+            .validate()
+            .map_err(|e| VolumeError::new(ErrorCode::InvalidRequest, e))?;
+        self.log_budget
+            .store(bytes, std::sync::atomic::Ordering::Release);
+        tracing::info!(bytes, "log budget changed");
+        Ok(())
     }
 
     pub fn log(&self) -> &Log {
@@ -279,7 +299,8 @@ impl Engine {
                 sql.expire_transactions(self.config.transaction_idle_timeout);
         }
         done.segments_deleted += self.delete_unneeded_segments();
-        while self.log.disk_bytes() > self.config.log_budget_bytes {
+        let budget = self.log_budget();
+        while self.log.disk_bytes() > budget {
             let segments = self.log.segments();
             let Some(&(oldest, _)) = segments.first().filter(|_| segments.len() > 1) else {
                 break;
@@ -309,7 +330,7 @@ impl Engine {
         if done.forced_folds > 0 {
             tracing::warn!(
                 folds = done.forced_folds,
-                budget = self.config.log_budget_bytes,
+                budget,
                 "log budget full: the oldest history was folded early, so actual windows shrink"
             );
         }
