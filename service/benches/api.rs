@@ -199,6 +199,13 @@ async fn mount_instant_node(node: &MockServer) {
             }))
         }
     }
+    Mock::given(method("GET"))
+        .and(path_regex("^/healthz$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "ok", "volumes": 0})),
+        )
+        .mount(node)
+        .await;
     Mock::given(method("PUT"))
         .and(path_regex("^/v1/volumes/"))
         .respond_with(Echo)
