@@ -16,7 +16,7 @@ use super::{json, AppState, JsonBody, QueryParams};
 use crate::domain::paging::{decode_marker, encode_marker, validate_max_records};
 use crate::domain::{Backtrack, BacktrackStatus, ClusterStatus, Timestamp};
 use crate::error::{ApiError, ErrorResponse};
-use crate::events::{self, What};
+use crate::events::What;
 use crate::store::BacktrackFilter;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -203,13 +203,7 @@ pub async fn create(
         })
         .await?;
     tracing::info!(cluster = %id, backtrack = %job.id, to = %target, "backtrack requested");
-    events::record(
-        &state.store,
-        &state.settings,
-        id.as_str(),
-        What::BacktrackStarted(&job),
-    )
-    .await;
+    state.event(id.as_str(), What::BacktrackStarted(&job)).await;
     state.wakeup.wake();
     Ok(json(StatusCode::ACCEPTED, &describe_backtrack(&job)))
 }

@@ -18,7 +18,7 @@ use crate::domain::{
     new_resource_id, validate_window, Cluster, ClusterId, ClusterStatus, Tag, Timestamp,
 };
 use crate::error::{ApiError, ErrorResponse};
-use crate::events::{self, What};
+use crate::events::What;
 use crate::nodes::NodeFigures;
 use crate::store::ClusterFilter;
 
@@ -234,18 +234,10 @@ pub async fn create(
     };
     state.store.insert_cluster(&cluster).await?;
     tracing::info!(cluster = %cluster.id, node = %cluster.node_id, window, "cluster created");
-    events::record(
-        &state.store,
-        &state.settings,
-        cluster.id.as_str(),
-        What::Created(&cluster),
-    )
-    .await;
-    let cluster = converge_now(&state, cluster).await?;
-    let body = DbClusterResult {
-        db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
-    };
-    Ok(json(StatusCode::CREATED, &body))
+    state
+        .event(cluster.id.as_str(), What::Created(&cluster))
+        .await;
+    converged_reply(&state, cluster, StatusCode::CREATED).await
 }
 
 /// Lists clusters (DescribeDBClusters), in identifier order, a page at a time.
@@ -403,18 +395,10 @@ pub async fn modify(
         })
         .await?;
     tracing::info!(cluster = %cluster.id, window = cluster.backtrack_window, "cluster modified");
-    events::record(
-        &state.store,
-        &state.settings,
-        cluster.id.as_str(),
-        What::Modified(&cluster),
-    )
-    .await;
-    let cluster = converge_now(&state, cluster).await?;
-    let body = DbClusterResult {
-        db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
-    };
-    Ok(json(StatusCode::OK, &body))
+    state
+        .event(cluster.id.as_str(), What::Modified(&cluster))
+        .await;
+    converged_reply(&state, cluster, StatusCode::OK).await
 }
 
 /// Deletes a cluster (DeleteDBCluster) and its volume, history included. Refused while
@@ -456,13 +440,9 @@ pub async fn delete(
         })
         .await?;
     tracing::info!(cluster = %cluster.id, "cluster deletion started");
-    events::record(
-        &state.store,
-        &state.settings,
-        cluster.id.as_str(),
-        What::Deleted(&cluster),
-    )
-    .await;
+    state
+        .event(cluster.id.as_str(), What::Deleted(&cluster))
+        .await;
     let body = DbClusterResult {
         db_cluster: describe_cluster(&cluster, None, &state, Timestamp::now()),
     };
@@ -477,6 +457,19 @@ pub async fn delete(
 
 /// Asks the reconciler to act on the node now, so the common case answers with the final
 /// status; if the node does not answer, the background pass finishes later.
+/// Converges a created or modified cluster if its node answers now, and describes the result.
+async fn converged_reply(
+    state: &AppState,
+    cluster: Cluster,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let cluster = converge_now(state, cluster).await?;
+    let body = DbClusterResult {
+        db_cluster: describe_cluster(&cluster, None, state, Timestamp::now()),
+    };
+    Ok(json(status, &body))
+}
+
 async fn converge_now(state: &AppState, cluster: Cluster) -> Result<Cluster, ApiError> {
     if !matches!(
         cluster.status,

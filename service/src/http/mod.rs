@@ -48,6 +48,13 @@ pub struct AppState {
 
 pub use crate::config::Settings;
 
+impl AppState {
+    /// Records an event about a cluster (see [`crate::events::record`]).
+    pub async fn event(&self, cluster_id: &str, what: crate::events::What<'_>) {
+        crate::events::record(&self.store, &self.settings, cluster_id, what).await;
+    }
+}
+
 pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
     let api = Router::new()
         .route(
