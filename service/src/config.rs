@@ -31,6 +31,10 @@ pub enum Command {
     /// Run a storage node (what `serve` starts for its local nodes; the same as
     /// `backtrack-storage-node serve`).
     Node(Box<backtrack_storage_node::config::NodeConfig>),
+    /// Check a configuration (the same flags and environment as `serve`) without starting:
+    /// print the effective settings as JSON, or say why they are refused. Deployments (the
+    /// Helm chart) are tested with it.
+    CheckConfig(Box<Config>),
     /// Print the OpenAPI document (openapi/openapi.json is this output).
     Openapi,
 }
@@ -151,6 +155,7 @@ impl Config {
 
     /// Checks what clap cannot: values that only make sense together.
     pub fn validate(&self) -> Result<(), String> {
+        crate::store::Backend::of_url(&self.database_url())?;
         if !self.nodes.is_empty() && self.node_token.as_deref().unwrap_or("").is_empty() {
             return Err("--node-token (BACKTRACK_NODE_TOKEN) is required with --node".into());
         }
@@ -181,6 +186,44 @@ impl Config {
             return Err("--node-timeout-ms must be shorter than --job-lease-secs".into());
         }
         Ok(())
+    }
+
+    /// The settings `serve` would run with, secrets left out, for `check-config`.
+    pub fn effective(&self) -> Result<serde_json::Value, String> {
+        self.validate()?;
+        let url = self.database_url();
+        let backend = crate::store::Backend::of_url(&url)?;
+        let nodes = if self.nodes.is_empty() {
+            serde_json::json!({ "local": self.local_nodes })
+        } else {
+            let external: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| serde_json::json!({ "name": n.name, "url": n.url }))
+                .collect();
+            serde_json::json!({ "external": external })
+        };
+        Ok(serde_json::json!({
+            "program": "backtrack-service",
+            "listen": self.listen.to_string(),
+            "database": { "backend": backend.name(), "url": crate::store::redact(&url) },
+            "data_dir": self.data_dir,
+            "nodes": nodes,
+            "node_token": if self.node_token.is_some() { "(set)" } else { "(none)" },
+            "region": self.region,
+            "account_id": self.account_id,
+            "request_timeout_secs": self.request_timeout_secs,
+            "body_limit_bytes": self.body_limit_bytes,
+            "node_timeout_ms": self.node_timeout_ms,
+            "job_lease_secs": self.job_lease_secs,
+            "job_deadline_secs": self.job_deadline_secs,
+            "job_retry_base_ms": self.job_retry_base_ms,
+            "job_retry_max_ms": self.job_retry_max_ms,
+            "poll_interval_ms": self.poll_interval_ms,
+            "metering_interval_ms": self.metering_interval_ms,
+            "price_per_million_cr_hours": self.price_per_million_cr_hours.to_string(),
+            "currency": self.currency,
+        }))
     }
 
     pub fn node_timeout(&self) -> Duration {
@@ -273,6 +316,26 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert!(config.database_url().starts_with("sqlite://"));
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn database_urls_name_a_backend_this_store_opens() {
+        let mut config = Config::defaults();
+        config.database_url = Some("postgres://u:secret@db:5432/backtrack".into());
+        assert_eq!(
+            config.effective().unwrap()["database"]["backend"],
+            "postgresql"
+        );
+        assert_eq!(
+            config.effective().unwrap()["database"]["url"],
+            "postgres://u:***@db:5432/backtrack",
+            "check-config never prints a password"
+        );
+        config.database_url = Some("mysql://db/backtrack".into());
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("unsupported database URL"));
     }
 
     #[test]

@@ -2,11 +2,16 @@ use std::process::ExitCode;
 
 use backtrack_service::config::{Cli, Command};
 use backtrack_service::startup::App;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::CheckConfig(config) => backtrack_storage_node::config::check_config(
+            &Cli::command(),
+            "check-config",
+            config.effective(),
+        ),
         Command::Openapi => {
             print!("{}", backtrack_service::openapi::document_json());
             ExitCode::SUCCESS

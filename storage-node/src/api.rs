@@ -42,6 +42,10 @@ pub struct VolumeFigures {
     pub change_records_created: u64,
     /// Change records currently retained for the window (the billed quantity).
     pub change_records_stored: u64,
+    /// Backtracks ever applied to the volume: one per switch, so a backtrack id applied twice
+    /// would count twice.
+    #[serde(default)]
+    pub backtracks_applied: u64,
     /// Bytes the volume occupies: its share of the log plus its base image.
     pub bytes_on_disk: u64,
     pub open_transactions: u32,
@@ -81,6 +85,13 @@ pub struct BacktrackOutcome {
     pub backtracked_from_us: i64,
     /// Open transactions rolled back by the switch.
     pub rolled_back_transactions: u32,
+}
+
+/// `GET /v1/volumes/{id}/backtracks`: the backtracks the volume remembers (the last 7 days),
+/// in the order they were applied.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BacktrackList {
+    pub backtracks: Vec<BacktrackOutcome>,
 }
 
 /// A SQL value on the wire; exactly one member is set (`{"null": true}` for NULL).

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, ExecuteResult,
-    Health, ModifyVolume, NodeErrorBody, NodeSettings, TransactionStarted, VolumeFigures,
-    VolumeList,
+    BacktrackList, BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest,
+    ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, TransactionStarted,
+    VolumeFigures, VolumeList,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +152,15 @@ impl NodeClient {
     ) -> Result<BacktrackOutcome, NodeError> {
         let path = volume_path(volume, "/backtracks");
         self.call(Method::POST, &path, Some(request)).await
+    }
+
+    pub async fn backtracks(&self, volume: &str) -> Result<BacktrackList, NodeError> {
+        self.call(
+            Method::GET,
+            &volume_path(volume, "/backtracks"),
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn execute(

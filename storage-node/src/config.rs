@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the node's HTTP API.
     Serve(Box<NodeConfig>),
+    /// Check a configuration (the same flags and environment as `serve`) without starting:
+    /// print the effective settings as JSON, or say why they are refused. Deployments (the
+    /// Helm chart) are tested with it.
+    CheckConfig(Box<NodeConfig>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +92,63 @@ impl NodeConfig {
             return Err("--token (BACKTRACK_NODE_TOKEN) must not be empty".into());
         }
         self.engine().validate()
+    }
+
+    /// The settings `serve` would run with, secrets left out, for `check-config`.
+    pub fn effective(&self) -> Result<serde_json::Value, String> {
+        self.validate()?;
+        Ok(serde_json::json!({
+            "program": "backtrack-storage-node",
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir,
+            "token": "(set)",
+            "log_budget_bytes": self.log_budget_bytes,
+            "segment_bytes": self.segment_bytes,
+            "maintenance_interval_ms": self.maintenance_interval_ms,
+            "transaction_idle_secs": self.transaction_idle_secs,
+        }))
+    }
+}
+
+/// What `check-config` does for either program: refuse `BACKTRACK_*` environment variables
+/// that no flag of `subcommand` reads (a misspelt name would otherwise be ignored without a
+/// word), then print the effective settings, or why they are refused, and exit accordingly.
+pub fn check_config(
+    cli: &clap::Command,
+    subcommand: &str,
+    effective: Result<serde_json::Value, String>,
+) -> ExitCode {
+    let known: Vec<String> = cli
+        .find_subcommand(subcommand)
+        .into_iter()
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("BACKTRACK_") && !known.contains(k))
+        .collect();
+    unknown.sort();
+    let result = if unknown.is_empty() {
+        effective
+    } else {
+        Err(format!(
+            "unknown environment variable(s) {}: {} reads only {}",
+            unknown.join(", "),
+            cli.get_name(),
+            known.join(", ")
+        ))
+    };
+    match result {
+        Ok(settings) => {
+            println!("{settings:#}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: configuration refused: {e}", cli.get_name());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -17,8 +17,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{
-    BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume, NodeErrorBody,
-    NodeSettings, TransactionStarted, VolumeList,
+    BacktrackList, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume,
+    NodeErrorBody, NodeSettings, TransactionStarted, VolumeList,
 };
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
@@ -47,7 +47,10 @@ pub fn router(engine: Arc<Engine>, token: &str) -> Router {
                 .patch(modify_volume)
                 .delete(delete_volume),
         )
-        .route("/v1/volumes/{id}/backtracks", post(backtrack))
+        .route(
+            "/v1/volumes/{id}/backtracks",
+            get(list_backtracks).post(backtrack),
+        )
         .route("/v1/volumes/{id}/execute", post(execute))
         .route("/v1/volumes/{id}/transactions", post(begin))
         .route("/v1/volumes/{id}/transactions/{tx}/commit", post(commit))
@@ -171,6 +174,14 @@ async fn list_volumes(State(node): State<Node>) -> Result<Json<VolumeList>> {
     let engine = node.engine.clone();
     let volumes = blocking(move || Ok(engine.all_figures())).await?;
     Ok(Json(VolumeList { volumes }))
+}
+
+async fn list_backtracks(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Json<BacktrackList>> {
+    let engine = node.engine.clone();
+    Ok(Json(blocking(move || engine.backtracks(&id)).await?))
 }
 
 async fn get_volume(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {

@@ -140,6 +140,17 @@ async fn a_volume_is_created_used_backtracked_and_deleted_over_http() {
     };
     let outcome = client.backtrack("cluster-a", &forced).await.unwrap();
     assert_eq!(outcome.rolled_back_transactions, 1);
+    // Repeating the id returns the recorded outcome and applies nothing more.
+    let again = client.backtrack("cluster-a", &forced).await.unwrap();
+    assert_eq!(again, outcome);
+    assert_eq!(
+        client.volume("cluster-a").await.unwrap().backtracks_applied,
+        1
+    );
+    assert_eq!(
+        client.backtracks("cluster-a").await.unwrap().backtracks,
+        vec![outcome.clone()]
+    );
     assert_eq!(
         refused(client.commit("cluster-a", &tx).await),
         (404, ErrorCode::TransactionNotFound)

@@ -41,19 +41,19 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,
     };
-    pool.execute(
+    // Even CREATE TABLE IF NOT EXISTS can fail when two sessions run it at once on
+    // PostgreSQL, so it takes the lock too.
+    let mut tx = pool.begin_with(backend.begin_statement()).await?;
+    lock(&mut tx, backend).await?;
+    tx.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
          version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
     .await?;
+    tx.commit().await?;
     for migration in migrations {
         let mut tx = pool.begin_with(backend.begin_statement()).await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_MIGRATION_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+        lock(&mut tx, backend).await?;
         let applied = sqlx::query("SELECT 1 FROM schema_migrations WHERE version = $1")
             .bind(migration.version)
             .fetch_optional(&mut *tx)
@@ -78,6 +78,21 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
         .await?;
         tx.commit().await?;
         tracing::info!(migration = migration.name, "applied migration");
+    }
+    Ok(())
+}
+
+/// On PostgreSQL, waits for the migration lock, held until the transaction ends (SQLite's
+/// BEGIN IMMEDIATE already serializes writers).
+async fn lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PG_MIGRATION_LOCK)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

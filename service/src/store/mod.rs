@@ -64,6 +64,30 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a database URL names, or why the URL is not one this store opens.
+    pub fn of_url(url: &str) -> Result<Backend, String> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(format!(
+                "unsupported database URL {:?}: use sqlite://PATH or postgres://…",
+                redact(url)
+            ));
+        };
+        AnyConnectOptions::from_str(url)
+            .map_err(|e| format!("bad database URL {:?}: {e}", redact(url)))?;
+        Ok(backend)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+
     fn begin_statement(self) -> &'static str {
         match self {
             Backend::Sqlite => "BEGIN IMMEDIATE",
@@ -131,16 +155,7 @@ impl Store {
     /// needed, and applies the migrations that are not applied yet.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            return Err(StoreError::Database(format!(
-                "unsupported database URL {:?}: use sqlite://PATH or postgres://…",
-                redact(url)
-            )));
-        };
+        let backend = Backend::of_url(url).map_err(StoreError::Database)?;
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("bad database URL: {e}")))?;
         let pool = match backend {
@@ -158,9 +173,11 @@ impl Store {
                         Box::pin(async move {
                             // WAL lets readers run beside the writer; FULL makes each commit
                             // durable (a lost backtrack job is not acceptable).
+                            // The busy timeout first: switching to WAL waits for the lock
+                            // when another process (a second replica) holds it.
                             conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                                "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                                 PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                             )
                             .await?;
                             Ok(())

@@ -71,6 +71,12 @@ pub fn start_process(args: &[&str], dir: &Path) -> (Child, String) {
 }
 
 impl Service {
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     pub fn from_parts(child: Child, url: String) -> Service {
         Service {
             child,

@@ -380,6 +380,7 @@ impl Respond for VolumeEcho {
             earliest_restorable_us: None,
             change_records_created: 0,
             change_records_stored: 0,
+            backtracks_applied: 0,
             bytes_on_disk: 0,
             open_transactions: 0,
             switching: false,

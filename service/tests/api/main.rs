@@ -9,4 +9,5 @@ mod helpers;
 mod jobs;
 mod metering;
 mod openapi;
+mod replicas;
 mod store;

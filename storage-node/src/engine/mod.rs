@@ -27,8 +27,8 @@ use self::log::Log;
 use self::sql::SqlVolume;
 use self::volume::{Clock, Volume, VolumeError};
 use crate::api::{
-    BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult, VolumeFigures,
-    MAX_WINDOW_SECS,
+    BacktrackList, BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult,
+    VolumeFigures, MAX_WINDOW_SECS,
 };
 
 /// How the engine is tuned.
@@ -234,6 +234,12 @@ impl Engine {
 
     pub fn figures(&self, id: &str) -> Result<VolumeFigures, VolumeError> {
         Ok(figures(&*self.volume(id)?))
+    }
+
+    pub fn backtracks(&self, id: &str) -> Result<BacktrackList, VolumeError> {
+        Ok(BacktrackList {
+            backtracks: self.volume(id)?.volume().ledger(),
+        })
     }
 
     pub fn all_figures(&self) -> Vec<VolumeFigures> {

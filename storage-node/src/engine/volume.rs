@@ -159,6 +159,9 @@ struct VolumeMeta {
     /// which are in the log or the base).
     checkpoint_lsn: u64,
     records_created: u64,
+    /// Backtrack records ever applied (one per switch, whatever its id).
+    #[serde(default)]
+    backtracks_applied: u64,
     ledger: Vec<BacktrackOutcome>,
     pending_fold: Option<PendingFold>,
     trimmed_by_budget: bool,
@@ -183,6 +186,7 @@ struct VolumeState {
     head_lsn: u64,
     head_db_pages: u32,
     ledger: HashMap<Uuid, BacktrackOutcome>,
+    backtracks_applied: u64,
     records_created: u64,
     records_stored: u64,
     segments: BTreeMap<u64, SegmentUse>,
@@ -248,6 +252,7 @@ impl Volume {
             events: Vec::new(),
             checkpoint_lsn: 0,
             records_created: 0,
+            backtracks_applied: 0,
             ledger: Vec::new(),
             pending_fold: None,
             trimmed_by_budget: false,
@@ -329,6 +334,7 @@ impl Volume {
                 .iter()
                 .map(|o| (o.backtrack_id, o.clone()))
                 .collect(),
+            backtracks_applied: meta.backtracks_applied,
             records_created: meta.records_created,
             records_stored: 0,
             segments: BTreeMap::new(),
@@ -642,6 +648,20 @@ impl Volume {
         result
     }
 
+    /// The backtracks this volume remembers (the last 7 days), oldest first.
+    pub fn ledger(&self) -> Vec<BacktrackOutcome> {
+        let mut all: Vec<BacktrackOutcome> = self
+            .state
+            .read()
+            .unwrap()
+            .ledger
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|o| (o.backtracked_from_us, o.backtrack_id));
+        all
+    }
+
     /// The outcome of backtrack `id`, if it already happened.
     pub fn recorded_backtrack(&self, id: &Uuid) -> Option<BacktrackOutcome> {
         self.state.read().unwrap().ledger.get(id).cloned()
@@ -712,6 +732,7 @@ impl Volume {
             earliest_restorable_us: earliest_restorable(&st, now),
             change_records_created: st.records_created,
             change_records_stored: st.records_stored,
+            backtracks_applied: st.backtracks_applied,
             bytes_on_disk: log_bytes + base_bytes,
             open_transactions,
             switching,
@@ -828,6 +849,7 @@ impl Volume {
                 events: st.timeline.events.clone(),
                 checkpoint_lsn: st.head_lsn,
                 records_created: st.records_created,
+                backtracks_applied: st.backtracks_applied,
                 ledger: st
                     .ledger
                     .values()
@@ -907,6 +929,7 @@ fn publish_backtrack(
         rolled_back_transactions: payload.rolled_back,
     };
     st.ledger.insert(payload.backtrack_id, outcome.clone());
+    st.backtracks_applied += 1;
     outcome
 }
 

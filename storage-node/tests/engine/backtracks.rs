@@ -215,6 +215,8 @@ fn a_backtrack_happens_once_per_id() {
     let engine = open(&dir);
     assert_eq!(engine.backtrack("v", &request).unwrap(), first);
     assert_eq!(count(&engine, "v", "t"), 1);
+    assert_eq!(engine.figures("v").unwrap().backtracks_applied, 1);
+    assert_eq!(engine.backtracks("v").unwrap().backtracks, vec![first]);
 }
 
 #[test]
