@@ -13,7 +13,8 @@
 //! 4. node restart time with 1M change records in the log, vs reading the log once (what a
 //!    recovery that scans the whole log would at least cost).
 //!
-//! `quick` shrinks every size tenfold, for a smoke run; naming parts runs only those.
+//! `quick` shrinks every size tenfold, for a smoke run; naming parts (`commits`, or just `one`
+//! or `many` of them; `backtracks`; `restart`) runs only those.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,8 +41,10 @@ fn main() {
         .filter(|a| a != "quick" && !a.starts_with('-'))
         .collect();
     let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    if part("commits") {
+    if part("commits") || part("one") {
         single_writer(&root, Duration::from_secs(3) / scale as u32);
+    }
+    if part("commits") || part("many") {
         many_writers(&root, Duration::from_secs(3) / scale as u32);
     }
     if part("backtracks") {
@@ -84,10 +87,39 @@ fn plain(path: &Path) -> Connection {
 const TABLE: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB)";
 const INSERT: &str = "INSERT INTO t (k, v) VALUES (?, randomblob(100))";
 
+/// The CPU time this process has used (user + system, all threads), from /proc: ticks of
+/// 10 ms, fine over runs of seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th
+    // and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A round's commits per second, and the CPU it took: seconds of CPU per second of run
+/// (cores busy) and microseconds of CPU per commit.
+#[derive(Clone, Copy)]
+struct Round {
+    rate: f64,
+    cores: f64,
+    cpu_us_per_commit: f64,
+}
+
 /// Commits per second from `writers` threads for `run`, each committing one row at a time.
-fn rate(writers: usize, run: Duration, commit: impl Fn(usize, i64) + Sync) -> f64 {
+fn rate(writers: usize, run: Duration, commit: impl Fn(usize, i64) + Sync) -> Round {
     let deadline = Instant::now() + run;
     let started = Instant::now();
+    let cpu0 = cpu_seconds();
     let total: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..writers)
             .map(|w| {
@@ -104,7 +136,13 @@ fn rate(writers: usize, run: Duration, commit: impl Fn(usize, i64) + Sync) -> f6
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
-    total as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    Round {
+        rate: total as f64 / elapsed,
+        cores: cpu / elapsed,
+        cpu_us_per_commit: cpu * 1e6 / total.max(1) as f64,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -176,11 +214,22 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: His
         stats.records.load(std::sync::atomic::Ordering::Relaxed),
         stats.syncs.load(std::sync::atomic::Ordering::Relaxed),
     );
-    let (mut engine_rates, mut sqlite_rates) = (Vec::new(), Vec::new());
+    let (mut engine_rounds, mut sqlite_rounds) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        engine_rates.push(ours(run));
-        sqlite_rates.push(theirs(run));
+        engine_rounds.push(ours(run));
+        sqlite_rounds.push(theirs(run));
     }
+    let engine_rates: Vec<f64> = engine_rounds.iter().map(|r| r.rate).collect();
+    let sqlite_rates: Vec<f64> = sqlite_rounds.iter().map(|r| r.rate).collect();
+    let cpu = |rounds: &[Round]| {
+        let n = rounds.len() as f64;
+        (
+            rounds.iter().map(|r| r.cpu_us_per_commit).sum::<f64>() / n,
+            rounds.iter().map(|r| r.cores).sum::<f64>() / n,
+        )
+    };
+    let (engine_cpu, engine_cores) = cpu(&engine_rounds);
+    let (sqlite_cpu, sqlite_cores) = cpu(&sqlite_rounds);
     let records = stats.records.load(std::sync::atomic::Ordering::Relaxed) - records0;
     let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed) - syncs0;
     println!("\n{title}");
@@ -192,6 +241,10 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: His
         median(sqlite_rates.clone()),
         median(engine_rates) / median(sqlite_rates),
         records as f64 / syncs.max(1) as f64
+    );
+    println!(
+        "  CPU: engine {engine_cpu:.0} µs/commit ({engine_cores:.2} cores busy), \
+         SQLite {sqlite_cpu:.0} µs/commit ({sqlite_cores:.2} cores busy)"
     );
     engine.close();
 }
