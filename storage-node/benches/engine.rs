@@ -200,7 +200,8 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: His
     };
     let theirs = |run| {
         rate(writers, run, |w, n| {
-            files[w].lock().unwrap().execute(INSERT, [n]).unwrap();
+            let file = files[w].lock().unwrap();
+            file.prepare_cached(INSERT).unwrap().execute([n]).unwrap();
         })
     };
     if let History::Steady = history {

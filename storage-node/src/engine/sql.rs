@@ -7,14 +7,15 @@
 //! volume: changing the journal mode, locking mode or page size, ATTACH, and transaction
 //! statements outside the calls made for them (BeginTransaction and friends).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, InterruptHandle, OpenFlags};
+use rusqlite::{CachedStatement, Connection, InterruptHandle, OpenFlags};
 
 use super::vfs::{self, VFS_NAME};
 use super::volume::{Volume, VolumeError};
@@ -38,7 +39,13 @@ type TxSlot = Arc<Mutex<Option<(Conn, Instant)>>>;
 struct Conn {
     conn: Connection,
     refusal: Arc<Mutex<Option<&'static str>>>,
+    /// SQL texts already found to hold exactly one statement: their prepared statements are
+    /// kept in the connection's cache, so a repeated statement is parsed once per connection.
+    single: RefCell<HashSet<String>>,
 }
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 pub struct SqlVolume {
     volume: Arc<Volume>,
@@ -127,7 +134,12 @@ impl SqlVolume {
             }
             None => Authorization::Allow,
         }));
-        Ok(Conn { conn, refusal })
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Conn {
+            conn,
+            refusal,
+            single: RefCell::new(HashSet::new()),
+        })
     }
 
     /// Runs one statement (once, or once per parameter set), in autocommit or in a transaction.
@@ -181,7 +193,7 @@ impl SqlVolume {
             .unwrap()
             .insert(run, conn.conn.get_interrupt_handle());
         *conn.refusal.lock().unwrap() = None;
-        let result = execute_statement(&conn.conn, request);
+        let result = execute_statement(conn, request);
         self.running.lock().unwrap().remove(&run);
         result.map_err(|e| match conn.refusal.lock().unwrap().take() {
             Some(reason) if e.code == ErrorCode::SqlError => {
@@ -403,10 +415,44 @@ fn leading_words(sql: &str, n: usize) -> Vec<String> {
     words
 }
 
-fn execute_statement(
-    conn: &Connection,
-    request: &ExecuteRequest,
-) -> Result<ExecuteResult, VolumeError> {
+fn columns_of(statement: &rusqlite::Statement<'_>) -> Vec<Column> {
+    statement
+        .columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_string(),
+            decl_type: c.decl_type().map(str::to_string),
+        })
+        .collect()
+}
+
+/// Prepares `sql`, refusing a text that holds more than one statement (checked the first time a
+/// connection sees it; later calls take the prepared statement from its cache).
+fn prepare_one<'c>(conn: &'c Conn, sql: &str) -> Result<CachedStatement<'c>, VolumeError> {
+    if !conn.single.borrow().contains(sql) {
+        let mut batch = rusqlite::Batch::new(&conn.conn, sql);
+        if batch.next().map_err(sql_error)?.is_none() {
+            return Err(VolumeError::new(
+                ErrorCode::InvalidRequest,
+                "the SQL statement is empty",
+            ));
+        }
+        if !matches!(batch.next(), Ok(None)) {
+            return Err(VolumeError::new(
+                ErrorCode::SqlError,
+                "only one SQL statement may be sent per call",
+            ));
+        }
+        let mut single = conn.single.borrow_mut();
+        if single.len() >= STATEMENT_CACHE {
+            single.clear();
+        }
+        single.insert(sql.to_string());
+    }
+    conn.conn.prepare_cached(sql).map_err(sql_error)
+}
+
+fn execute_statement(conn: &Conn, request: &ExecuteRequest) -> Result<ExecuteResult, VolumeError> {
     if request.sql.trim().is_empty() {
         return Err(VolumeError::new(
             ErrorCode::InvalidRequest,
@@ -419,37 +465,14 @@ fn execute_statement(
             "give either params or param_sets, not both",
         ));
     }
-    // One statement per call: prepare the first and refuse a second.
-    let mut batch = rusqlite::Batch::new(conn, &request.sql);
-    let mut statement = match batch.next().map_err(sql_error)? {
-        Some(statement) => statement,
-        None => {
-            return Err(VolumeError::new(
-                ErrorCode::InvalidRequest,
-                "the SQL statement is empty",
-            ))
-        }
-    };
-    if !matches!(batch.next(), Ok(None)) {
-        return Err(VolumeError::new(
-            ErrorCode::SqlError,
-            "only one SQL statement may be sent per call",
-        ));
-    }
-    let columns: Vec<Column> = statement
-        .columns()
-        .iter()
-        .map(|c| Column {
-            name: c.name().to_string(),
-            decl_type: c.decl_type().map(str::to_string),
-        })
-        .collect();
+    let mut statement = prepare_one(conn, &request.sql)?;
+    let conn = &conn.conn;
     let sets: Vec<&[Value]> = match &request.param_sets {
         Some(sets) => sets.iter().map(Vec::as_slice).collect(),
         None => vec![request.params.as_slice()],
     };
     let mut result = ExecuteResult {
-        columns,
+        columns: Vec::new(),
         rows: Vec::new(),
         rows_affected: 0,
         last_insert_rowid: None,
@@ -464,8 +487,11 @@ fn execute_statement(
             .query(rusqlite::params_from_iter(bound.into_iter().map(to_sql)))
             .map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
-            let mut values = Vec::with_capacity(result.columns.len());
-            for i in 0..result.columns.len() {
+            // A cached statement is prepared again by its first step when the schema changed
+            // since: its columns are read from it as it runs, never before.
+            let count = row.as_ref().column_count();
+            let mut values = Vec::with_capacity(count);
+            for i in 0..count {
                 let value = from_sql(row.get_ref(i).map_err(sql_error)?);
                 bytes += value_size(&value);
                 values.push(value);
@@ -496,6 +522,7 @@ fn execute_statement(
             });
         }
     }
+    result.columns = columns_of(&statement);
     Ok(result)
 }
 

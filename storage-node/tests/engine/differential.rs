@@ -169,6 +169,54 @@ fn statements_that_would_bypass_the_log_are_refused() {
     assert!(try_exec(&engine, "v", "   ", vec![]).is_err());
 }
 
+/// Connections keep prepared statements: a repeated statement must still see every schema
+/// change (made on its own connection or another) and a second statement is refused each time.
+#[test]
+fn repeated_statements_follow_schema_changes() {
+    let dir = TempDir::new("statement-cache");
+    let engine = open(&dir);
+    engine.create_volume("v", 60).unwrap();
+    exec(&engine, "v", "CREATE TABLE t (a INTEGER)");
+    exec(&engine, "v", "INSERT INTO t VALUES (1)");
+    let names = |result: &backtrack_storage_node::api::ExecuteResult| -> Vec<String> {
+        result.columns.iter().map(|c| c.name.clone()).collect()
+    };
+    let before = exec(&engine, "v", "SELECT * FROM t");
+    assert_eq!(names(&before), ["a"]);
+    assert_eq!(before.rows, vec![vec![Value::Integer(1)]]);
+
+    exec(&engine, "v", "ALTER TABLE t ADD COLUMN b TEXT");
+    let after = exec(&engine, "v", "SELECT * FROM t");
+    assert_eq!(names(&after), ["a", "b"]);
+    assert_eq!(after.rows, vec![vec![Value::Integer(1), Value::Null(true)]]);
+
+    // The same change made in a transaction, on another connection.
+    let tx = engine.begin("v").unwrap();
+    exec_in(
+        &engine,
+        "v",
+        &tx,
+        "ALTER TABLE t ADD COLUMN c INTEGER DEFAULT 7",
+    )
+    .unwrap();
+    engine.commit("v", &tx).unwrap();
+    let last = exec(&engine, "v", "SELECT * FROM t");
+    assert_eq!(names(&last), ["a", "b", "c"]);
+    assert_eq!(
+        last.rows,
+        vec![vec![
+            Value::Integer(1),
+            Value::Null(true),
+            Value::Integer(7)
+        ]]
+    );
+
+    for _ in 0..3 {
+        assert!(try_exec(&engine, "v", "SELECT 1; SELECT 2", vec![]).is_err());
+        assert_eq!(exec(&engine, "v", "SELECT 1 -- once").rows.len(), 1);
+    }
+}
+
 #[test]
 fn concurrent_writers_on_one_volume_lose_nothing() {
     let dir = TempDir::new("writers");
