@@ -45,8 +45,8 @@ pub struct Config {
     #[arg(long, env = "BACKTRACK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Metadata database: `postgres://user:pass@host/db` for PostgreSQL, or `sqlite://PATH`.
-    /// Default: SQLite at DATA_DIR/backtrack.db, created on first start.
+    /// Metadata database: `postgres://user:pass@host/db` for PostgreSQL (TLS with
+    /// `?sslmode=require`, or `verify-full&sslrootcert=CA.pem`), or `sqlite://PATH`. Default: SQLite at DATA_DIR/backtrack.db, created on first start.
     #[arg(long, env = "BACKTRACK_DATABASE_URL")]
     pub database_url: Option<String>,
 

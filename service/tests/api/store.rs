@@ -228,3 +228,33 @@ async fn a_failed_check_changes_nothing() {
     assert!(refused.is_err());
     assert_eq!(store.cluster(&c.id).await.unwrap().backtrack_window, 3600);
 }
+
+/// Managed PostgreSQL services require TLS: `sslmode` in the URL is honoured, and with
+/// `require` the store's connections are encrypted. (PostgreSQL only; the local server has
+/// TLS on, with Debian's self-signed certificate.)
+#[tokio::test]
+async fn postgresql_urls_may_require_tls() {
+    let db = TestDb::new().await;
+    if !db.url.starts_with("postgres") {
+        return;
+    }
+    let url = format!("{}?sslmode=require", db.url);
+    let store = Store::connect(&url).await.unwrap();
+    store.insert_cluster(&cluster("over-tls")).await.unwrap();
+    let id = backtrack_service::domain::ClusterId::parse("over-tls").unwrap();
+    assert_eq!(store.cluster(&id).await.unwrap().id, id);
+    store.close().await;
+
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (encrypted,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(encrypted, "sslmode=require gave a plain connection");
+    // A server certificate that cannot be verified is refused when verification is asked.
+    let verify = format!("{}?sslmode=verify-full", db.url);
+    let refused = Store::connect(&verify).await.err().expect("refused");
+    assert!(!refused.to_string().is_empty());
+}
