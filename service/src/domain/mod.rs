@@ -180,8 +180,10 @@ impl Cluster {
 #[serde(deny_unknown_fields)]
 pub struct Tag {
     #[serde(rename = "Key")]
+    #[schema(min_length = 1, max_length = 128)]
     pub key: String,
     #[serde(rename = "Value", default)]
+    #[schema(max_length = 256)]
     pub value: String,
 }
 

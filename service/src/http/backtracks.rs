@@ -4,6 +4,7 @@
 //! open transactions), recorded as a `pending` job together with the cluster's move to
 //! `backtracking`, and answered 202; the runner (jobs/) applies it.
 
+use crate::http::clusters::ClusterRef;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -78,8 +79,10 @@ pub struct DbClusterBacktrackMessage {
 #[allow(dead_code, non_snake_case)]
 pub struct DescribeBacktracksParams {
     /// One backtrack (a UUID); an unknown one is DBClusterBacktrackNotFoundFault.
+    #[param(format = Uuid)]
     BacktrackIdentifier: Option<String>,
     /// Page size, 20..=100 (default 100).
+    #[param(minimum = 20, maximum = 100)]
     MaxRecords: Option<i64>,
     /// The `Marker` of the previous page.
     Marker: Option<String>,
@@ -94,7 +97,7 @@ pub struct DescribeBacktracksParams {
 /// Rewinds a cluster in place to `BacktrackTo` (BacktrackDBCluster).
 #[utoipa::path(
     post, path = "/v1/clusters/{DBClusterIdentifier}/backtracks", tag = "backtracks", operation_id = "BacktrackDBCluster",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN")),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN")),
     request_body = BacktrackDbClusterRequest,
     responses(
         (status = 202, description = "Accepted; the backtrack is `pending` and the cluster `backtracking`", body = DbClusterBacktrack),
@@ -211,7 +214,7 @@ pub async fn create(
 /// Lists a cluster's backtracks (DescribeDBClusterBacktracks), newest request first.
 #[utoipa::path(
     get, path = "/v1/clusters/{DBClusterIdentifier}/backtracks", tag = "backtracks", operation_id = "DescribeDBClusterBacktracks",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN"), DescribeBacktracksParams),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN"), DescribeBacktracksParams),
     responses(
         (status = 200, description = "A page of the cluster's backtracks, newest first", body = DbClusterBacktrackMessage),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),
@@ -281,8 +284,8 @@ pub async fn describe(
 #[utoipa::path(
     get, path = "/v1/clusters/{DBClusterIdentifier}/backtracks/{BacktrackIdentifier}", tag = "backtracks", operation_id = "DescribeDBClusterBacktrack",
     params(
-        ("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN"),
-        ("BacktrackIdentifier" = String, Path, description = "The backtrack's UUID"),
+        ("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN"),
+        ("BacktrackIdentifier" = String, Path, format = Uuid, description = "The backtrack's UUID"),
     ),
     responses(
         (status = 200, description = "The backtrack", body = DbClusterBacktrack),

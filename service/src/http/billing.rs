@@ -3,6 +3,7 @@
 //! current rate of change and target window. Quantities and amounts are decimal strings,
 //! exact to 12 places (TotalCostRounded is rounded to cents).
 
+use crate::http::clusters::ClusterRef;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -100,8 +101,10 @@ pub struct BillingReport {
 pub struct BillingParams {
     /// Start of the period (ISO 8601); default: the start of the current month (UTC). Hours
     /// that overlap the period are included whole.
+    #[param(format = DateTime)]
     StartTime: Option<String>,
     /// End of the period (ISO 8601); default: now.
+    #[param(format = DateTime)]
     EndTime: Option<String>,
 }
 
@@ -126,7 +129,7 @@ pub async fn all(
 /// Backtrack usage and cost of one cluster.
 #[utoipa::path(
     get, path = "/v1/clusters/{DBClusterIdentifier}/billing", tag = "billing", operation_id = "GetClusterBacktrackBilling",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN"), BillingParams),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN"), BillingParams),
     responses(
         (status = 200, description = "Usage, cost and projection", body = BillingReport),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),

@@ -27,12 +27,34 @@ use crate::store::ClusterFilter;
 pub const ENGINE: &str = "aurora-mysql";
 pub const ENGINE_VERSION: &str = "sqlite-3.46.0";
 
+/// A cluster named in a path: its identifier (case-insensitive; a letter first, then
+/// letters, digits and single hyphens, no hyphen last, 1-63 characters) or its ARN
+/// (`arn:aws:rds:REGION:ACCOUNT:cluster:IDENTIFIER`).
+pub struct ClusterRef;
+
+impl utoipa::PartialSchema for ClusterRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^(arn:.+:cluster:)?[A-Za-z](-?[A-Za-z0-9])*$"))
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for ClusterRef {}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDbClusterRequest {
     /// 1-63 letters, digits and hyphens; a letter first; no `--`; no trailing hyphen.
     /// Case-insensitive; stored lower-case.
     #[serde(rename = "DBClusterIdentifier")]
+    #[schema(
+        pattern = "^[A-Za-z](-?[A-Za-z0-9])*$",
+        min_length = 1,
+        max_length = 63
+    )]
     pub db_cluster_identifier: String,
     /// `aurora-mysql` (the default and only engine).
     #[serde(rename = "Engine", default)]
@@ -45,6 +67,7 @@ pub struct CreateDbClusterRequest {
     /// Target backtrack window in seconds, 0..=259200 (72 hours); 0 (the default) disables
     /// backtracking.
     #[serde(rename = "BacktrackWindow", default)]
+    #[schema(minimum = 0, maximum = 259200)]
     pub backtrack_window: Option<i64>,
     #[serde(rename = "DeletionProtection", default)]
     pub deletion_protection: Option<bool>,
@@ -68,6 +91,7 @@ pub struct ModifyDbClusterRequest {
     /// New target window in seconds, 0..=259200. Setting it on a cluster without one starts
     /// its history now; 0 turns backtracking off and drops the history.
     #[serde(rename = "BacktrackWindow", default)]
+    #[schema(minimum = 0, maximum = 259200)]
     pub backtrack_window: Option<i64>,
     #[serde(rename = "DeletionProtection", default)]
     pub deletion_protection: Option<bool>,
@@ -151,6 +175,7 @@ pub struct DescribeDbClustersParams {
     /// One cluster (identifier or ARN); an unknown one is DBClusterNotFoundFault.
     DBClusterIdentifier: Option<String>,
     /// Page size, 20..=100 (default 100).
+    #[param(minimum = 20, maximum = 100)]
     MaxRecords: Option<i64>,
     /// The `Marker` of the previous page.
     Marker: Option<String>,
@@ -317,7 +342,7 @@ pub async fn describe(
 /// Describes one cluster.
 #[utoipa::path(
     get, path = "/v1/clusters/{DBClusterIdentifier}", tag = "clusters", operation_id = "DescribeDBCluster",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier (case-insensitive) or ARN")),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier (case-insensitive) or ARN")),
     responses(
         (status = 200, description = "The cluster", body = DbClusterResult),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),
@@ -343,7 +368,7 @@ pub async fn describe_one(
 /// access. Changes apply immediately.
 #[utoipa::path(
     patch, path = "/v1/clusters/{DBClusterIdentifier}", tag = "clusters", operation_id = "ModifyDBCluster",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN")),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN")),
     request_body = ModifyDbClusterRequest,
     responses(
         (status = 200, description = "The cluster, changed", body = DbClusterResult),
@@ -405,7 +430,7 @@ pub async fn modify(
 /// deletion protection is on or a backtrack runs.
 #[utoipa::path(
     delete, path = "/v1/clusters/{DBClusterIdentifier}", tag = "clusters", operation_id = "DeleteDBCluster",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN")),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN")),
     responses(
         (status = 200, description = "Deletion started; `Status` is `deleting`", body = DbClusterResult),
         (status = 400, description = "InvalidParameterCombination (deletion protection), InvalidDBClusterStateFault", body = ErrorResponse),

@@ -243,8 +243,10 @@ pub struct ResultSetOptions {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecuteStatementRequest {
     /// The cluster's ARN (its identifier is accepted too).
+    #[schema(pattern = "^(arn:.+:cluster:)?[A-Za-z](-?[A-Za-z0-9])*$")]
     pub resource_arn: String,
     /// Required by the API; the storage node needs no credentials, so it is not read.
+    #[schema(pattern = "\\S")]
     pub secret_arn: String,
     pub sql: String,
     pub database: Option<String>,
@@ -298,7 +300,9 @@ pub struct ExecuteStatementResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchExecuteStatementRequest {
+    #[schema(pattern = "^(arn:.+:cluster:)?[A-Za-z](-?[A-Za-z0-9])*$")]
     pub resource_arn: String,
+    #[schema(pattern = "\\S")]
     pub secret_arn: String,
     pub sql: String,
     pub database: Option<String>,
@@ -322,7 +326,9 @@ pub struct BatchExecuteStatementResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BeginTransactionRequest {
+    #[schema(pattern = "^(arn:.+:cluster:)?[A-Za-z](-?[A-Za-z0-9])*$")]
     pub resource_arn: String,
+    #[schema(pattern = "\\S")]
     pub secret_arn: String,
     pub database: Option<String>,
     pub schema: Option<String>,
@@ -337,7 +343,9 @@ pub struct BeginTransactionResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndTransactionRequest {
+    #[schema(pattern = "^(arn:.+:cluster:)?[A-Za-z](-?[A-Za-z0-9])*$")]
     pub resource_arn: String,
+    #[schema(pattern = "\\S")]
     pub secret_arn: String,
     pub transaction_id: String,
 }
@@ -351,6 +359,11 @@ pub struct EndTransactionResponse {
 
 /// Parses a Data API body: any problem with it is a BadRequestException.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, DataApiError> {
+    if !super::is_json_object(bytes) {
+        return Err(DataApiError::bad_request(
+            "Invalid request: the body must be a JSON object.",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| DataApiError::bad_request(format!("Invalid request: {e}")))
 }

@@ -66,17 +66,24 @@ pub struct DescribeEventsParams {
     /// Events of one source; needs SourceType.
     SourceIdentifier: Option<String>,
     /// `db-cluster` (the other RDS source types are accepted and have no events here).
+    #[param(
+        pattern = "^(db-instance|db-parameter-group|db-security-group|db-snapshot|db-cluster|db-cluster-snapshot|custom-engine-version|db-proxy|blue-green-deployment|db-shard-group|zero-etl)$"
+    )]
     SourceType: Option<String>,
     /// Start of the period (ISO 8601); default: EndTime minus Duration.
+    #[param(format = DateTime)]
     StartTime: Option<String>,
     /// End of the period (ISO 8601); default: now.
+    #[param(format = DateTime)]
     EndTime: Option<String>,
     /// Length of the period in minutes when StartTime is not given (default 60).
+    #[param(minimum = 1, maximum = 20160)]
     Duration: Option<i64>,
     /// Categories (`backtrack`, `creation`, `configuration change`, `deletion`), repeated or
     /// comma-separated.
     EventCategories: Option<Vec<String>>,
     /// Page size, 20..=100 (default 100).
+    #[param(minimum = 20, maximum = 100)]
     MaxRecords: Option<i64>,
     Marker: Option<String>,
 }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::http::clusters::ClusterRef;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -134,7 +135,7 @@ pub struct ClusterMetricsResult {
 /// 5 minutes.
 #[utoipa::path(
     get, path = "/v1/clusters/{DBClusterIdentifier}/metrics", tag = "metrics", operation_id = "GetClusterBacktrackMetrics",
-    params(("DBClusterIdentifier" = String, Path, description = "Cluster identifier or ARN")),
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN")),
     responses(
         (status = 200, description = "The cluster's backtrack metrics", body = ClusterMetricsResult),
         (status = 400, description = "InvalidParameterValue", body = ErrorResponse),

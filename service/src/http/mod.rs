@@ -207,8 +207,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Whether a body is a JSON object (serde would also read a struct from an array).
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Parses a request body, classifying serde's errors into RDS codes.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if !is_json_object(bytes) {
+        return Err(ApiError::InvalidParameterValue(
+            "The request body must be a JSON object.".into(),
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
         if e.is_data() {

@@ -226,6 +226,11 @@ async fn malformed_json_and_wrong_content_types_get_the_rds_error_shape() {
     assert_error(status, &body, 400, "InvalidParameterValue");
     let (status, body) = send(Some("application/json"), "[1, 2]").await;
     assert_error(status, &body, 400, "InvalidParameterValue");
+    // serde reads a struct from an array as well; a body must be an object.
+    let (status, body) = send(Some("application/json"), "[\"from-an-array\"]").await;
+    assert_error(status, &body, 400, "InvalidParameterValue");
+    let (status, _) = app.get("/v1/clusters/from-an-array").await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test]
