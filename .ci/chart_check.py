@@ -226,6 +226,15 @@ def check_rendered(name, docs, bin_dir):
               f"{name}: {container['name']} runs as non-root")
     check(claim_template_of(nodes, node_container, node["data_dir"]),
           f"{name}: the node's data dir is on its volumeClaimTemplate")
+    # Every mount (the chart's and extraVolumeMounts) names a volume of its pod.
+    for workload in (control_plane, nodes):
+        pod = workload["spec"]["template"]["spec"]
+        names = {v["name"] for v in pod.get("volumes", [])} | {
+            t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            for mount in container.get("volumeMounts", []):
+                check(mount["name"] in names,
+                      f"{name}: {container['name']} mounts {mount['name']}, a volume its pod has")
     check(cp_pod["securityContext"]["runAsUser"] == dockerfile_uid(),
           f"{name}: runAsUser matches the Dockerfile's USER")
 
