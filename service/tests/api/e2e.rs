@@ -2,7 +2,6 @@
 //! processes), metadata in the test's database (SQLite, or PostgreSQL in CI), SQL through
 //! the RDS Data API. No mocks.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,16 +56,7 @@ pub fn start_process(args: &[&str], dir: &Path) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .1
-        .to_string();
+    let url = listening_address(&mut child);
     (child, url)
 }
 

@@ -1,4 +1,3 @@
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -237,15 +236,7 @@ fn spawn_process(db: &TestDb, node: &wiremock::MockServer) -> (Process, String) 
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("backtrack-service listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let address = listening_address(&mut child);
     (Process(child), address)
 }
 
