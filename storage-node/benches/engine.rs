@@ -211,10 +211,15 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: His
         theirs(run);
     }
     let stats = engine.log().stats();
-    let (records0, syncs0) = (
-        stats.records.load(std::sync::atomic::Ordering::Relaxed),
-        stats.syncs.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let counters = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            stats.records.load(Relaxed),
+            stats.syncs.load(Relaxed),
+            stats.flush_ns.load(Relaxed),
+        )
+    };
+    let (records0, syncs0, flush0) = counters();
     let (mut engine_rounds, mut sqlite_rounds) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         engine_rounds.push(ours(run));
@@ -231,17 +236,28 @@ fn compare(title: &str, writers: usize, run: Duration, root: &Path, history: His
     };
     let (engine_cpu, engine_cores) = cpu(&engine_rounds);
     let (sqlite_cpu, sqlite_cores) = cpu(&sqlite_rounds);
-    let records = stats.records.load(std::sync::atomic::Ordering::Relaxed) - records0;
-    let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed) - syncs0;
+    let (records, syncs, flush_ns) = counters();
+    let (records, syncs, flush_ns) = (records - records0, syncs - syncs0, flush_ns - flush0);
+    let engine_seconds = engine_rounds.len() as f64 * run.as_secs_f64();
     println!("\n{title}");
     println!("  rounds, engine:             {}", fmt_rates(&engine_rates));
     println!("  rounds, SQLite WAL+FULL:    {}", fmt_rates(&sqlite_rates));
     println!(
-        "  median: engine {:.0}/s, SQLite {:.0}/s  =>  {:.2}x   ({:.1} commits per fdatasync)",
+        "  median: engine {:.0}/s, SQLite {:.0}/s  =>  {:.2}x",
         median(engine_rates.clone()),
         median(sqlite_rates.clone()),
         median(engine_rates) / median(sqlite_rates),
-        records as f64 / syncs.max(1) as f64
+    );
+    println!(
+        "  log ({}): {:.1} commits per durable write, {:.0} µs each, busy {:.0}% of the time",
+        if engine.log().is_direct() {
+            "O_DIRECT|O_DSYNC writes"
+        } else {
+            "write + fdatasync"
+        },
+        records as f64 / syncs.max(1) as f64,
+        flush_ns as f64 / 1e3 / syncs.max(1) as f64,
+        flush_ns as f64 / 1e9 / engine_seconds * 100.0,
     );
     println!(
         "  CPU: engine {engine_cpu:.0} µs/commit ({engine_cores:.2} cores busy), \

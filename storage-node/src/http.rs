@@ -300,8 +300,14 @@ fn render_metrics(engine: &Engine) -> String {
     metric(
         "backtrack_node_log_syncs_total",
         "counter",
-        "fdatasync calls of the log (group commits).",
+        "Durable writes of the log (group commits): direct synchronous writes, or fdatasync.",
         &one(stats.syncs.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "backtrack_node_log_flush_seconds_total",
+        "counter",
+        "Time spent making group commits durable.",
+        &one(stats.flush_ns.load(Ordering::Relaxed) as f64 / 1e9),
     );
     metric(
         "backtrack_node_log_failed",

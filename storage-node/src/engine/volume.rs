@@ -450,12 +450,23 @@ impl Volume {
     pub fn read_page(&self, snapshot: &Snapshot, index: u32, out: &mut [u8]) -> io::Result<()> {
         // The segment's file is taken while the index still points into it: a segment is
         // deleted (or recycled) only once no index entry does, and never while held.
+        // A recent version is copied from the log's memory while the index still points to
+        // it, so the copy is never of a segment already deleted.
         let found = {
             let st = self.state.read().unwrap();
-            st.versions
+            match st
+                .versions
                 .get(&index)
                 .and_then(|versions| newest_in(versions, &snapshot.live))
-                .map(|version| (version, self.log.segment_file(version.segment)))
+            {
+                Some(version) if self.log.read_recent(version.segment, version.offset, out) => {
+                    if index == 0 {
+                        stamp_counter(out, snapshot.counter);
+                    }
+                    return Ok(());
+                }
+                found => found.map(|version| (version, self.log.segment_file(version.segment))),
+            }
         };
         let cached = match (index, &found) {
             (0, Some((version, _))) => self.cached_page0(version.lsn),
