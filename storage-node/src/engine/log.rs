@@ -609,7 +609,6 @@ impl Drop for Log {
     }
 }
 
-/// The longest a leader waits for concurrent committers to join its batch.
 /// Makes a batch durable: one direct, synchronous write, or (where the filesystem refuses
 /// direct I/O) a write through the page cache, then fdatasync.
 fn flush(shared: &Shared, batch: &[Vec<u8>]) -> io::Result<Vec<Appended>> {
@@ -677,18 +676,21 @@ impl Staged {
     /// the buffer ever to move, its bytes are copied to an aligned one).
     fn pad_to_page(&mut self) {
         let len = self.len().next_multiple_of(WRITE_PAGE);
-        if !(self.buffer.as_ptr() as usize + self.start).is_multiple_of(WRITE_PAGE) {
-            let mut moved = Staged::new(&[], len);
-            moved.buffer.extend_from_slice(self.bytes());
-            *self = moved;
-        }
         self.buffer.resize(self.start + len, 0);
+        if !(self.buffer.as_ptr() as usize + self.start).is_multiple_of(WRITE_PAGE) {
+            *self = Staged::new(self.bytes(), 0);
+        }
+    }
+
+    /// The memory it holds.
+    fn footprint(&self) -> usize {
+        self.buffer.capacity()
     }
 }
 
 /// The newest writes to the log, kept in memory so that reading a recent page version is a
 /// copy rather than a disk read (direct writes leave nothing in the page cache). The oldest
-/// are dropped first, past `capacity` bytes.
+/// are dropped first, past `capacity` bytes of memory.
 struct RecentWrites {
     capacity: usize,
     /// By segment and the offset the write started at; a later write that starts on the same
@@ -716,12 +718,12 @@ impl RecentWrites {
 
     fn insert(&mut self, segment: u64, start: u64, staged: Arc<Staged>) {
         self.generation += 1;
-        self.bytes += staged.len();
+        self.bytes += staged.footprint();
         if let Some((_, old)) = self
             .chunks
             .insert((segment, start), (self.generation, staged))
         {
-            self.bytes -= old.len();
+            self.bytes -= old.footprint();
         }
         self.order.push_back(((segment, start), self.generation));
         while self.bytes > self.capacity {
@@ -730,7 +732,7 @@ impl RecentWrites {
             };
             if self.chunks.get(&key).is_some_and(|(g, _)| *g == generation) {
                 if let Some((_, old)) = self.chunks.remove(&key) {
-                    self.bytes -= old.len();
+                    self.bytes -= old.footprint();
                 }
             }
         }
@@ -763,7 +765,7 @@ impl RecentWrites {
             .collect();
         for key in keys {
             if let Some((_, old)) = self.chunks.remove(&key) {
-                self.bytes -= old.len();
+                self.bytes -= old.footprint();
             }
         }
     }
@@ -1425,7 +1427,10 @@ mod tests {
             staged.pad_to_page();
             Arc::new(staged)
         };
-        let mut recent = RecentWrites::new(3 * WRITE_PAGE);
+        // Room for three one-page chunks, or one of two pages and one of one.
+        let one = chunk(0, 1).footprint();
+        let two = chunk(0, 2).footprint();
+        let mut recent = RecentWrites::new(two + one);
         recent.insert(7, 0, chunk(1, 2));
         let mut buf = vec![0u8; 100];
         assert!(recent.read(7, WRITE_PAGE as u64 + 5, &mut buf));
@@ -1437,17 +1442,17 @@ mod tests {
         recent.insert(7, 0, chunk(2, 1));
         assert!(recent.read(7, 0, &mut buf));
         assert!(buf.iter().all(|b| *b == 2));
-        assert_eq!(recent.bytes, WRITE_PAGE);
+        assert_eq!(recent.bytes, one);
         // Over capacity, the oldest go first.
         recent.insert(7, WRITE_PAGE as u64, chunk(3, 1));
         recent.insert(8, 0, chunk(4, 2));
         assert!(!recent.read(7, 0, &mut buf));
         assert!(recent.read(7, WRITE_PAGE as u64, &mut buf));
         assert!(recent.read(8, 0, &mut buf));
-        assert_eq!(recent.bytes, 3 * WRITE_PAGE);
+        assert_eq!(recent.bytes, one + two);
         recent.forget_segment(8);
         assert!(!recent.read(8, 0, &mut buf));
-        assert_eq!(recent.bytes, WRITE_PAGE);
+        assert_eq!(recent.bytes, one);
     }
 
     #[test]
