@@ -2,7 +2,9 @@
 //! request and response types. openapi/openapi.json is this document, committed; a test fails
 //! when the two differ (regenerate with `cargo run -p backtrack-service -- openapi`).
 
-use utoipa::OpenApi;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
 
 use crate::http::{backtracks, billing, clusters, data_api, events, health, metrics};
 
@@ -49,9 +51,82 @@ use crate::http::{backtracks, billing, clusters, data_api, events, health, metri
         (name = "billing", description = "Usage and cost of backtrack change records, per million change-record-hours"),
         (name = "metrics", description = "CloudWatch-style backtrack metrics per cluster"),
         (name = "service", description = "Health, metrics and documentation"),
-    )
+    ),
+    modifiers(&Links)
 )]
 pub struct ApiDoc;
+
+/// OpenAPI links: which response values another operation takes, so that a client (and
+/// schemathesis's stateful phase) can chain calls on real resources: from a new cluster to
+/// its backtracks, and from a backtrack to its status. As `(operation, status, linked
+/// operation, [(parameter, runtime expression)])`.
+#[allow(clippy::type_complexity)]
+const LINKS: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    (
+        "CreateDBCluster",
+        "201",
+        "BacktrackDBCluster",
+        &[(
+            "DBClusterIdentifier",
+            "$response.body#/DBCluster/DBClusterIdentifier",
+        )],
+    ),
+    (
+        "CreateDBCluster",
+        "201",
+        "DescribeDBClusterBacktracks",
+        &[(
+            "DBClusterIdentifier",
+            "$response.body#/DBCluster/DBClusterIdentifier",
+        )],
+    ),
+    (
+        "BacktrackDBCluster",
+        "202",
+        "DescribeDBClusterBacktrack",
+        &[
+            ("DBClusterIdentifier", "$response.body#/DBClusterIdentifier"),
+            ("BacktrackIdentifier", "$response.body#/BacktrackIdentifier"),
+        ],
+    ),
+];
+
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+        });
+        for operation in operations {
+            for (source, status, target, parameters) in LINKS {
+                if operation.operation_id.as_deref() != Some(*source) {
+                    continue;
+                }
+                // The committed document (kept equal by a test) shows every link is made.
+                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status)
+                else {
+                    continue;
+                };
+                let link = parameters
+                    .iter()
+                    .fold(
+                        LinkBuilder::new().operation_id(*target),
+                        |link, (name, value)| link.parameter(*name, *value),
+                    )
+                    .build();
+                response.links.insert((*target).to_string(), RefOr::T(link));
+            }
+        }
+    }
+}
 
 /// The document as pretty JSON with a final newline: exactly the committed file.
 pub fn document_json() -> String {

@@ -96,3 +96,50 @@ async fn the_running_service_serves_its_document_and_docs_page() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/openapi.json"));
 }
+
+#[test]
+fn links_name_real_operations_and_their_path_parameters() {
+    let doc: Value = serde_json::from_str(&backtrack_service::openapi::document_json()).unwrap();
+    let operations: Vec<&Value> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .collect();
+    let by_id = |id: &str| {
+        operations
+            .iter()
+            .find(|op| op["operationId"] == id)
+            .unwrap_or_else(|| panic!("no operation {id}"))
+    };
+    let mut links = 0;
+    for op in &operations {
+        let Some(responses) = op["responses"].as_object() else {
+            continue;
+        };
+        for response in responses.values() {
+            let Some(named) = response["links"].as_object() else {
+                continue;
+            };
+            for link in named.values() {
+                let target = by_id(link["operationId"].as_str().unwrap());
+                let path_parameters: std::collections::BTreeSet<&str> = target["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                let given: std::collections::BTreeSet<&str> = link["parameters"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(given, path_parameters, "{link}");
+                links += 1;
+            }
+        }
+    }
+    assert_eq!(links, 3);
+}
