@@ -114,6 +114,16 @@ struct Version {
     offset: u64,
 }
 
+/// Where `read_page` finds a page.
+enum Source {
+    /// Copied already, from the log's recent writes.
+    Copied,
+    /// A version in the log, and the segment's file (None if the segment is gone).
+    Log(Version, Option<Arc<File>>),
+    /// The base image.
+    Base,
+}
+
 /// A reader's fixed view of the volume, taken when SQLite locks the file.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -448,10 +458,9 @@ impl Volume {
 
     /// Reads page `index` (0-based) as `snapshot` sees it into `out` (PAGE_SIZE bytes).
     pub fn read_page(&self, snapshot: &Snapshot, index: u32, out: &mut [u8]) -> io::Result<()> {
-        // The segment's file is taken while the index still points into it: a segment is
-        // deleted (or recycled) only once no index entry does, and never while held.
-        // A recent version is copied from the log's memory while the index still points to
-        // it, so the copy is never of a segment already deleted.
+        // While the index still points to the version, a recent one is copied from the log's
+        // memory, or else the segment's file is taken: a segment is deleted (or recycled)
+        // only once no index entry does, and never while held.
         let found = {
             let st = self.state.read().unwrap();
             match st
@@ -460,30 +469,25 @@ impl Volume {
                 .and_then(|versions| newest_in(versions, &snapshot.live))
             {
                 Some(version) if self.log.read_recent(version.segment, version.offset, out) => {
-                    if index == 0 {
-                        stamp_counter(out, snapshot.counter);
-                    }
-                    return Ok(());
+                    Source::Copied
                 }
-                found => found.map(|version| (version, self.log.segment_file(version.segment))),
+                Some(version) => Source::Log(version, self.log.segment_file(version.segment)),
+                None => Source::Base,
             }
         };
-        let cached = match (index, &found) {
-            (0, Some((version, _))) => self.cached_page0(version.lsn),
-            _ => None,
-        };
-        match (found, cached) {
-            (_, Some(bytes)) => out.copy_from_slice(&bytes),
-            (Some((version, file)), None) => match file {
-                Some(file) => file.read_exact_at(out, version.offset)?,
-                None => {
+        match found {
+            Source::Copied => {}
+            Source::Log(version, file) => match (self.cached_page0(index, version), file) {
+                (Some(bytes), _) => out.copy_from_slice(&bytes),
+                (None, Some(file)) => file.read_exact_at(out, version.offset)?,
+                (None, None) => {
                     return Err(io::Error::other(format!(
                         "page {index} of volume {} is in a deleted log segment",
                         self.id
                     )))
                 }
             },
-            (None, _) => self.read_base(index, out)?,
+            Source::Base => self.read_base(index, out)?,
         }
         if index == 0 {
             stamp_counter(out, snapshot.counter);
@@ -491,9 +495,13 @@ impl Volume {
         Ok(())
     }
 
-    fn cached_page0(&self, lsn: u64) -> Option<Arc<[u8]>> {
+    /// Page 1 as of `version`, if it is the one kept in memory.
+    fn cached_page0(&self, index: u32, version: Version) -> Option<Arc<[u8]>> {
+        if index != 0 {
+            return None;
+        }
         match &*self.page0.lock().unwrap() {
-            Some((cached, bytes)) if *cached == lsn => Some(bytes.clone()),
+            Some((lsn, bytes)) if *lsn == version.lsn => Some(bytes.clone()),
             _ => None,
         }
     }
