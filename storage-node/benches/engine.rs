@@ -3,6 +3,8 @@
 //!
 //! Every figure is printed beside a baseline measured in the same run, rounds interleaved so
 //! a noisy machine hits both alike:
+//! 0. the disk alone: durable 4 KiB writes one at a time, and 8 files at once: what the
+//!    commit ratios below are to be read against.
 //! 1. commits/s, one row per transaction, one writer: the engine (through its SQL layer) vs a
 //!    plain SQLite file in WAL mode with synchronous=FULL. Goal: at least 1.0x. Measured in
 //!    steady state (the node recycles log segments as SQLite reuses its WAL) and while the
@@ -16,6 +18,7 @@
 //! `quick` shrinks every size tenfold, for a smoke run; naming parts (`commits`, or just `one`
 //! or `many` of them; `backtracks`; `restart`) runs only those.
 
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +44,9 @@ fn main() {
         .filter(|a| a != "quick" && !a.starts_with('-'))
         .collect();
     let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if part("commits") || part("one") || part("many") {
+        disk(&root, Duration::from_secs(1) / scale as u32);
+    }
     if part("commits") || part("one") {
         single_writer(&root, Duration::from_secs(3) / scale as u32);
     }
@@ -306,6 +312,48 @@ fn many_writers(root: &Path, run: Duration) {
         root,
         History::Growing,
     );
+}
+
+/// What the disk itself does, to read the commit ratios by: durable 4 KiB writes (write,
+/// then fdatasync, over preallocated files, as SQLite's WAL does) from one thread, and from 8
+/// threads on 8 files at once. The 8 plain SQLite files of (2) get the second figure's
+/// parallelism for free; the engine's one log gets the first, times its commits per write.
+fn disk(root: &Path, run: Duration) {
+    let dir = root.join("disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    const SPAN: u64 = 4 << 20;
+    let files: Vec<std::fs::File> = (0..8)
+        .map(|i| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(dir.join(format!("f{i}")))
+                .unwrap();
+            file.write_all_at(&vec![0; SPAN as usize], 0).unwrap();
+            file.sync_all().unwrap();
+            file
+        })
+        .collect();
+    let page = [7u8; 4096];
+    let write = |w: usize, n: i64| {
+        let offset = (n as u64 * page.len() as u64) % SPAN;
+        files[w].write_all_at(&page, offset).unwrap();
+        files[w].sync_data().unwrap();
+    };
+    let (mut one, mut eight) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        one.push(rate(1, run, write).rate);
+        eight.push(rate(8, run, write).rate);
+    }
+    let (one, eight) = (median(one), median(eight));
+    println!("\n(0) the disk: durable 4 KiB writes (write + fdatasync)");
+    println!(
+        "  one at a time: {one:.0}/s; 8 files at once: {eight:.0}/s  =>  {:.2}x from parallel flushes",
+        eight / one
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One row per page: 3,500-byte rows.
