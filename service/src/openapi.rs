@@ -58,37 +58,96 @@ pub struct ApiDoc;
 
 /// OpenAPI links: which response values another operation takes, so that a client (and
 /// schemathesis's stateful phase) can chain calls on real resources: from a new cluster to
-/// its backtracks, and from a backtrack to its status. As `(operation, status, linked
-/// operation, [(parameter, runtime expression)])`.
-#[allow(clippy::type_complexity)]
-const LINKS: &[(&str, &str, &str, &[(&str, &str)])] = &[
-    (
-        "CreateDBCluster",
-        "201",
-        "BacktrackDBCluster",
-        &[(
-            "DBClusterIdentifier",
-            "$response.body#/DBCluster/DBClusterIdentifier",
-        )],
-    ),
-    (
-        "CreateDBCluster",
-        "201",
-        "DescribeDBClusterBacktracks",
-        &[(
-            "DBClusterIdentifier",
-            "$response.body#/DBCluster/DBClusterIdentifier",
-        )],
-    ),
-    (
-        "BacktrackDBCluster",
-        "202",
-        "DescribeDBClusterBacktrack",
-        &[
+/// its backtracks and to SQL through the Data API, from a backtrack to its status, and from
+/// a transaction to the statements, commit and rollback that use it.
+struct Link {
+    from: &'static str,
+    status: &'static str,
+    to: &'static str,
+    /// `(path parameter, runtime expression)`.
+    parameters: &'static [(&'static str, &'static str)],
+    /// `(request body member, runtime expression)`: the Data API takes its cluster and
+    /// transaction in the body.
+    body: &'static [(&'static str, &'static str)],
+}
+
+const CLUSTER_ID: (&str, &str) = (
+    "DBClusterIdentifier",
+    "$response.body#/DBCluster/DBClusterIdentifier",
+);
+const CLUSTER_ARN: (&str, &str) = ("resourceArn", "$response.body#/DBCluster/DBClusterArn");
+const IN_TRANSACTION: &[(&str, &str)] = &[
+    ("resourceArn", "$request.body#/resourceArn"),
+    ("transactionId", "$response.body#/transactionId"),
+];
+
+const LINKS: &[Link] = &[
+    Link {
+        from: "CreateDBCluster",
+        status: "201",
+        to: "BacktrackDBCluster",
+        parameters: &[CLUSTER_ID],
+        body: &[],
+    },
+    Link {
+        from: "CreateDBCluster",
+        status: "201",
+        to: "DescribeDBClusterBacktracks",
+        parameters: &[CLUSTER_ID],
+        body: &[],
+    },
+    Link {
+        from: "BacktrackDBCluster",
+        status: "202",
+        to: "DescribeDBClusterBacktrack",
+        parameters: &[
             ("DBClusterIdentifier", "$response.body#/DBClusterIdentifier"),
             ("BacktrackIdentifier", "$response.body#/BacktrackIdentifier"),
         ],
-    ),
+        body: &[],
+    },
+    Link {
+        from: "CreateDBCluster",
+        status: "201",
+        to: "ExecuteStatement",
+        parameters: &[],
+        body: &[CLUSTER_ARN],
+    },
+    Link {
+        from: "CreateDBCluster",
+        status: "201",
+        to: "BatchExecuteStatement",
+        parameters: &[],
+        body: &[CLUSTER_ARN],
+    },
+    Link {
+        from: "CreateDBCluster",
+        status: "201",
+        to: "BeginTransaction",
+        parameters: &[],
+        body: &[CLUSTER_ARN],
+    },
+    Link {
+        from: "BeginTransaction",
+        status: "200",
+        to: "ExecuteStatement",
+        parameters: &[],
+        body: IN_TRANSACTION,
+    },
+    Link {
+        from: "BeginTransaction",
+        status: "200",
+        to: "CommitTransaction",
+        parameters: &[],
+        body: IN_TRANSACTION,
+    },
+    Link {
+        from: "BeginTransaction",
+        status: "200",
+        to: "RollbackTransaction",
+        parameters: &[],
+        body: IN_TRANSACTION,
+    },
 ];
 
 struct Links;
@@ -106,23 +165,31 @@ impl Modify for Links {
             .flatten()
         });
         for operation in operations {
-            for (source, status, target, parameters) in LINKS {
-                if operation.operation_id.as_deref() != Some(*source) {
+            for link in LINKS {
+                if operation.operation_id.as_deref() != Some(link.from) {
                     continue;
                 }
                 // The committed document (kept equal by a test) shows every link is made.
-                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status)
+                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(link.status)
                 else {
                     continue;
                 };
-                let link = parameters
+                let body = (!link.body.is_empty()).then(|| {
+                    let members = link.body.iter().map(|(name, value)| {
+                        ((*name).to_string(), serde_json::Value::from(*value))
+                    });
+                    serde_json::Value::Object(members.collect())
+                });
+                let built = link
+                    .parameters
                     .iter()
                     .fold(
-                        LinkBuilder::new().operation_id(*target),
-                        |link, (name, value)| link.parameter(*name, *value),
+                        LinkBuilder::new().operation_id(link.to),
+                        |built, (name, value)| built.parameter(*name, *value),
                     )
+                    .request_body(body)
                     .build();
-                response.links.insert((*target).to_string(), RefOr::T(link));
+                response.links.insert(link.to.to_string(), RefOr::T(built));
             }
         }
     }

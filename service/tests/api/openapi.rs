@@ -97,8 +97,35 @@ async fn the_running_service_serves_its_document_and_docs_page() {
     assert!(page.text().await.unwrap().contains("/openapi.json"));
 }
 
+/// The schema at `pointer` (`/A/B`) inside `schema`, following `$ref`s and properties.
+fn member<'a>(doc: &'a Value, schema: &'a Value, pointer: &str) -> Option<&'a Value> {
+    let resolve = |schema: &'a Value| match schema["$ref"].as_str() {
+        Some(reference) => doc.pointer(reference.strip_prefix('#')?),
+        None => Some(schema),
+    };
+    let mut at = resolve(schema)?;
+    for name in pointer.split('/').skip(1) {
+        at = resolve(at["properties"].get(name)?)?;
+    }
+    Some(at)
+}
+
+/// Whether a link's runtime expression names a member that the source operation's request
+/// or response (with `status`) really has.
+fn names_a_member(doc: &Value, source: &Value, status: &str, expression: &str) -> bool {
+    let json = |body: &Value| body["content"]["application/json"]["schema"].clone();
+    let (schema, pointer) = if let Some(pointer) = expression.strip_prefix("$response.body#") {
+        (json(&source["responses"][status]), pointer)
+    } else if let Some(pointer) = expression.strip_prefix("$request.body#") {
+        (json(&source["requestBody"]), pointer)
+    } else {
+        return false;
+    };
+    member(doc, &schema, pointer).is_some()
+}
+
 #[test]
-fn links_name_real_operations_and_their_path_parameters() {
+fn links_name_real_operations_parameters_and_members() {
     let doc: Value = serde_json::from_str(&backtrack_service::openapi::document_json()).unwrap();
     let operations: Vec<&Value> = doc["paths"]
         .as_object()
@@ -112,12 +139,13 @@ fn links_name_real_operations_and_their_path_parameters() {
             .find(|op| op["operationId"] == id)
             .unwrap_or_else(|| panic!("no operation {id}"))
     };
+    let empty = serde_json::Map::new();
     let mut links = 0;
-    for op in &operations {
-        let Some(responses) = op["responses"].as_object() else {
+    for source in &operations {
+        let Some(responses) = source["responses"].as_object() else {
             continue;
         };
-        for response in responses.values() {
+        for (status, response) in responses {
             let Some(named) = response["links"].as_object() else {
                 continue;
             };
@@ -125,21 +153,38 @@ fn links_name_real_operations_and_their_path_parameters() {
                 let target = by_id(link["operationId"].as_str().unwrap());
                 let path_parameters: std::collections::BTreeSet<&str> = target["parameters"]
                     .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|p| p["in"] == "path")
-                    .map(|p| p["name"].as_str().unwrap())
-                    .collect();
-                let given: std::collections::BTreeSet<&str> = link["parameters"]
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .map(String::as_str)
-                    .collect();
+                    .map(|all| {
+                        all.iter()
+                            .filter(|p| p["in"] == "path")
+                            .map(|p| p["name"].as_str().unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let parameters = link["parameters"].as_object().unwrap_or(&empty);
+                let given: std::collections::BTreeSet<&str> =
+                    parameters.keys().map(String::as_str).collect();
                 assert_eq!(given, path_parameters, "{link}");
+                let body = link["requestBody"].as_object().unwrap_or(&empty);
+                let target_body =
+                    target["requestBody"]["content"]["application/json"]["schema"].clone();
+                for name in body.keys() {
+                    assert!(
+                        member(&doc, &target_body, &format!("/{name}")).is_some(),
+                        "{} takes no body member {name}: {link}",
+                        link["operationId"]
+                    );
+                }
+                for expression in parameters.values().chain(body.values()) {
+                    let expression = expression.as_str().unwrap();
+                    assert!(
+                        names_a_member(&doc, source, status, expression),
+                        "{expression} is not in {} {status}: {link}",
+                        source["operationId"]
+                    );
+                }
                 links += 1;
             }
         }
     }
-    assert_eq!(links, 3);
+    assert_eq!(links, 9);
 }
