@@ -1487,9 +1487,7 @@ mod tests {
 
     #[test]
     fn concurrent_appends_share_syncs() {
-        let dir = temp_dir("group");
-        let (log, _) = Log::open(&dir, 64 << 20).unwrap();
-        let log = Arc::new(log);
+        let (dir, log) = shared_log("group");
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let log = log.clone();
@@ -1511,6 +1509,13 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A new log in a fresh directory, for several threads.
+    fn shared_log(name: &str) -> (PathBuf, Arc<Log>) {
+        let dir = temp_dir(name);
+        let (log, _) = Log::open(&dir, 64 << 20).unwrap();
+        (dir, Arc::new(log))
+    }
+
     /// Appends one record of each volume in turn, so the next leader expects them all.
     fn prime(log: &Log, volumes: &[Uuid]) {
         for (i, volume) in volumes.iter().enumerate() {
@@ -1520,9 +1525,7 @@ mod tests {
 
     #[test]
     fn a_leader_waits_for_the_volumes_of_the_last_batches() {
-        let dir = temp_dir("gather");
-        let (log, _) = Log::open(&dir, 64 << 20).unwrap();
-        let log = Arc::new(log);
+        let (dir, log) = shared_log("gather");
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         prime(&log, &[a, b]);
         log.shared.queue.lock().unwrap().gather_for = Some(Duration::from_secs(60));
@@ -1545,9 +1548,7 @@ mod tests {
 
     #[test]
     fn a_leader_stops_waiting_for_peers_gone_idle() {
-        let dir = temp_dir("gather-idle");
-        let (log, _) = Log::open(&dir, 64 << 20).unwrap();
-        let log = Arc::new(log);
+        let (dir, log) = shared_log("gather-idle");
         let volumes: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
         prime(&log, &volumes);
         let (done, finished) = std::sync::mpsc::channel();
