@@ -52,6 +52,8 @@ const FORMAT_VERSION: u32 = 1;
 const SEGMENT_HEADER: u64 = 32;
 /// `len | crc | kind | volume | lsn | time | db_pages | count`.
 pub const RECORD_HEADER: usize = 4 + 4 + 1 + 16 + 8 + 8 + 4 + 4;
+/// Where a record's volume id is: after its length, checksum and kind.
+const VOLUME_BYTES: std::ops::Range<usize> = 9..25;
 /// One page in a commit record: its number and its bytes.
 pub const PAGE_ENTRY: usize = 4 + PAGE_SIZE;
 
@@ -183,7 +185,7 @@ fn describe(record: &[u8], segment: u64, offset: u64) -> Option<RecordMeta> {
     let u32_at = |i: usize| u32::from_le_bytes(record[i..i + 4].try_into().unwrap());
     let u64_at = |i: usize| u64::from_le_bytes(record[i..i + 8].try_into().unwrap());
     let kind = RecordKind::from_byte(record[8])?;
-    let volume = Uuid::from_slice(&record[9..25]).ok()?;
+    let volume = Uuid::from_slice(&record[VOLUME_BYTES]).ok()?;
     let count = u32_at(45) as usize;
     let (pages, payload) = match kind {
         RecordKind::Commit => {
@@ -323,10 +325,10 @@ impl Queue {
 /// The longest a leader waits for committers, whatever the disk's speed.
 const MAX_GATHERING: Duration = Duration::from_millis(1);
 
-/// The volume a record belongs to (bytes 9..25: after its length, checksum and kind).
+/// The volume a record belongs to.
 fn volume_of(record: &[u8]) -> [u8; 16] {
     let mut volume = [0; 16];
-    volume.copy_from_slice(&record[9..25]);
+    volume.copy_from_slice(&record[VOLUME_BYTES]);
     volume
 }
 
