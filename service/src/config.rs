@@ -90,6 +90,14 @@ pub struct Config {
     #[arg(long, env = "BACKTRACK_NODE_TIMEOUT_MS", default_value_t = 10_000)]
     pub node_timeout_ms: u64,
 
+    /// Time limit of one SQL call (a statement, or a whole batch), in milliseconds: the local
+    /// storage nodes stop a call still running then, roll it back, and answer
+    /// StatementTimeoutException. (Nodes given with --node take their own
+    /// --statement-timeout-ms; keep the two equal.) A Data API call waits this long plus
+    /// --node-timeout-ms for its node's answer.
+    #[arg(long, env = "BACKTRACK_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub statement_timeout_ms: u64,
+
     /// How long a runner holds a claimed backtrack job before another runner may take it
     /// over (when the first one died), in seconds.
     #[arg(long, env = "BACKTRACK_JOB_LEASE_SECS", default_value_t = 30)]
@@ -153,6 +161,12 @@ impl Config {
         }
     }
 
+    /// Whether this configuration keeps anything in the data directory: the embedded
+    /// metadata database, or local storage nodes' volumes.
+    pub fn uses_data_dir(&self) -> bool {
+        self.database_url.is_none() || self.nodes.is_empty()
+    }
+
     /// Checks what clap cannot: values that only make sense together.
     pub fn validate(&self) -> Result<(), String> {
         crate::store::Backend::of_url(&self.database_url())?;
@@ -179,6 +193,18 @@ impl Config {
         }
         if self.price_per_million_cr_hours < Money::ZERO {
             return Err("--price-per-million-cr-hours must not be negative".into());
+        }
+        if self.statement_timeout_ms == 0 {
+            return Err("--statement-timeout-ms must be positive".into());
+        }
+        // A Data API call must be answered (with the node's statement timeout, at worst)
+        // before the request itself times out.
+        if self.sql_call_timeout() >= Duration::from_secs(self.request_timeout_secs) {
+            return Err(
+                "--request-timeout-secs must be longer than --statement-timeout-ms plus \
+                 --node-timeout-ms"
+                    .into(),
+            );
         }
         // A node call must end before the lease does, or a second runner could take the job
         // over while the first is still waiting for the node.
@@ -215,6 +241,7 @@ impl Config {
             "request_timeout_secs": self.request_timeout_secs,
             "body_limit_bytes": self.body_limit_bytes,
             "node_timeout_ms": self.node_timeout_ms,
+            "statement_timeout_ms": self.statement_timeout_ms,
             "job_lease_secs": self.job_lease_secs,
             "job_deadline_secs": self.job_deadline_secs,
             "job_retry_base_ms": self.job_retry_base_ms,
@@ -228,6 +255,11 @@ impl Config {
 
     pub fn node_timeout(&self) -> Duration {
         Duration::from_millis(self.node_timeout_ms)
+    }
+
+    /// How long a SQL call to a node may take: its statement time limit, then the answer.
+    pub fn sql_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms + self.node_timeout_ms)
     }
 }
 

@@ -24,7 +24,13 @@ pub enum ApiError {
     InvalidClusterState(String),
     /// No storage node can take a new cluster.
     InsufficientCapacity(String),
+    /// The storage nodes' disks are full.
+    StorageQuotaExceeded(String),
     UnsupportedMediaType(String),
+    /// A cross-site request, or one to a host name that is not this service's.
+    Forbidden(String),
+    UriTooLong(String),
+    HeadersTooLarge(String),
     UnknownOperation(String),
     MethodNotAllowed(String),
     PayloadTooLarge(String),
@@ -69,9 +75,17 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "Sender",
             ),
+            StorageQuotaExceeded(_) => ("StorageQuotaExceeded", StatusCode::BAD_REQUEST, "Sender"),
             UnsupportedMediaType(_) => (
                 "UnsupportedMediaType",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Sender",
+            ),
+            Forbidden(_) => ("AccessDeniedException", StatusCode::FORBIDDEN, "Sender"),
+            UriTooLong(_) => ("RequestUriTooLong", StatusCode::URI_TOO_LONG, "Sender"),
+            HeadersTooLarge(_) => (
+                "RequestHeaderFieldsTooLarge",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Sender",
             ),
             UnknownOperation(_) => ("UnknownOperation", StatusCode::NOT_FOUND, "Sender"),
@@ -109,7 +123,11 @@ impl ApiError {
             | MissingParameter(m)
             | InvalidClusterState(m)
             | InsufficientCapacity(m)
+            | StorageQuotaExceeded(m)
             | UnsupportedMediaType(m)
+            | Forbidden(m)
+            | UriTooLong(m)
+            | HeadersTooLarge(m)
             | UnknownOperation(m)
             | MethodNotAllowed(m)
             | PayloadTooLarge(m)
@@ -156,6 +174,14 @@ impl From<StoreError> for ApiError {
             StoreError::ClusterNotFound(id) => ApiError::ClusterNotFound(id),
             StoreError::BacktrackNotFound(id) => ApiError::BacktrackNotFound(id),
             StoreError::InvalidState(why) => ApiError::InvalidClusterState(why),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "the metadata store cannot take requests now");
+                ApiError::Unavailable(
+                    "The service's metadata store cannot take the request right now (its disk \
+                     may be full, or it is unreachable); nothing was changed. Retry shortly."
+                        .into(),
+                )
+            }
             StoreError::Database(why) => ApiError::Internal(why),
         }
     }

@@ -18,8 +18,7 @@ fn main() -> ExitCode {
         }
         Command::Node(config) => {
             backtrack_storage_node::config::init_tracing();
-            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-            match runtime.block_on(backtrack_storage_node::server::serve(*config)) {
+            match backtrack_storage_node::server::run(*config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("backtrack-service node: {e}");

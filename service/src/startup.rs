@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backtrack_storage_node::fsutil::DirLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +30,9 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     /// The storage nodes this process started (the embedded setup), stopped last.
     local: Option<LocalNodes>,
+    /// Held while this process uses its data directory (the embedded database or local
+    /// nodes): a second process on the same directory refuses to start.
+    _lock: Option<DirLock>,
 }
 
 /// Stops a running [`App`] from elsewhere (a signal handler, a test).
@@ -44,6 +48,13 @@ impl ShutdownHandle {
 impl App {
     pub async fn build(config: Config) -> Result<App, String> {
         config.validate()?;
+        let lock = if config.uses_data_dir() {
+            let lock = DirLock::acquire(&config.data_dir, "backtrack-service serve")
+                .map_err(|e| format!("cannot use {}: {e}", config.data_dir.display()))?;
+            Some(lock)
+        } else {
+            None
+        };
         let url = config.database_url();
         let store = Store::connect(&url)
             .await
@@ -56,8 +67,14 @@ impl App {
                 .iter()
                 .map(|n| (n.clone(), "http://127.0.0.1:1".to_string()))
                 .collect();
-            let nodes = NodeRegistry::new(&placeholders, &token, config.node_timeout());
-            let local = LocalNodes::start(&config.data_dir, &names, &token, nodes.clone()).await?;
+            let nodes = NodeRegistry::new(&placeholders, &token, config.node_timeout())
+                .with_sql_timeout(config.sql_call_timeout());
+            let settings = local::NodeSettings {
+                token,
+                statement_timeout_ms: config.statement_timeout_ms,
+            };
+            let local =
+                LocalNodes::start(&config.data_dir, &names, settings, nodes.clone()).await?;
             (nodes, Some(local))
         } else {
             let endpoints: Vec<(String, String)> = config
@@ -66,7 +83,8 @@ impl App {
                 .map(|n| (n.name.clone(), n.url.clone()))
                 .collect();
             let token = config.node_token.as_deref().unwrap_or_default();
-            let nodes = NodeRegistry::new(&endpoints, token, config.node_timeout());
+            let nodes = NodeRegistry::new(&endpoints, token, config.node_timeout())
+                .with_sql_timeout(config.sql_call_timeout());
             nodes.check_health().await;
             (nodes, None)
         };
@@ -91,6 +109,9 @@ impl App {
             state.clone(),
             Duration::from_secs(config.request_timeout_secs),
             config.body_limit_bytes,
+            http::guard::Guard {
+                loopback_hosts_only: config.listen.ip().is_loopback(),
+            },
         );
         let listener = match TcpListener::bind(config.listen).await {
             Ok(listener) => listener,
@@ -111,6 +132,7 @@ impl App {
             metering: Duration::from_millis(config.metering_interval_ms),
             shutdown: watch::channel(false).0,
             local,
+            _lock: lock,
         })
     }
 
@@ -144,11 +166,10 @@ impl App {
         )));
         let workers = AbortOnDrop(workers);
         let mut stop = self.shutdown.subscribe();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await?;
+        http::server::serve(self.listener, self.router, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await?;
         for worker in workers.take() {
             let _ = worker.await;
         }

@@ -202,6 +202,11 @@ pub enum ErrorCode {
     TransactionNotFound,
     /// The SQL engine refused the statement; the message is the engine's.
     SqlError,
+    /// The statement ran past the node's statement time limit and was stopped; it did not
+    /// take effect (inside a transaction, the transaction was rolled back).
+    StatementTimeout,
+    /// The node's disk is full: nothing was changed. Retry once space is freed.
+    StorageFull,
     /// The volume is switching (a backtrack is in progress); try again shortly.
     Unavailable,
     /// Something failed inside the node; the cause is in the node's log.
@@ -216,10 +221,12 @@ impl ErrorCode {
             | ErrorCode::TimeInFuture
             | ErrorCode::BeforeEarliest
             | ErrorCode::BacktrackDisabled
-            | ErrorCode::SqlError => 400,
+            | ErrorCode::SqlError
+            | ErrorCode::StatementTimeout => 400,
             ErrorCode::VolumeNotFound | ErrorCode::TransactionNotFound => 404,
             ErrorCode::OpenTransactions => 409,
             ErrorCode::Unavailable => 503,
+            ErrorCode::StorageFull => 507,
             ErrorCode::Internal => 500,
         }
     }
@@ -239,6 +246,9 @@ pub struct NodeSettings {
 pub struct Health {
     pub status: String,
     pub volumes: usize,
+    /// The node's disk is full: reads work, writes fail until space is freed.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 #[cfg(test)]

@@ -36,7 +36,10 @@ impl NodeError {
         match self {
             NodeError::Unreachable(_) | NodeError::Protocol(_) => true,
             NodeError::Refused { code, status, .. } => {
-                matches!(code, ErrorCode::Unavailable | ErrorCode::Internal) || *status >= 500
+                matches!(
+                    code,
+                    ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::StorageFull
+                ) || *status >= 500
             }
         }
     }
@@ -66,6 +69,10 @@ pub struct NodeClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Bounds each call.
+    timeout: Duration,
+    /// Bounds SQL calls instead, which may run up to the node's statement time limit.
+    sql_timeout: Duration,
 }
 
 impl NodeClient {
@@ -81,7 +88,16 @@ impl NodeClient {
             http,
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            timeout,
+            sql_timeout: timeout,
         }
+    }
+
+    /// The same client, with SQL calls (execute, transactions) bounded by `timeout` instead:
+    /// the node's statement time limit, plus room for the answer.
+    pub fn with_sql_timeout(mut self, timeout: Duration) -> Self {
+        self.sql_timeout = timeout;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -169,12 +185,14 @@ impl NodeClient {
         request: &ExecuteRequest,
     ) -> Result<ExecuteResult, NodeError> {
         let path = volume_path(volume, "/execute");
-        self.call(Method::POST, &path, Some(request)).await
+        self.send(Method::POST, &path, Some(request), self.sql_timeout)
+            .await
     }
 
     pub async fn begin(&self, volume: &str) -> Result<TransactionStarted, NodeError> {
         let path = volume_path(volume, "/transactions");
-        self.call(Method::POST, &path, None::<&()>).await
+        self.send(Method::POST, &path, None::<&()>, self.sql_timeout)
+            .await
     }
 
     pub async fn commit(&self, volume: &str, transaction: &str) -> Result<(), NodeError> {
@@ -190,7 +208,7 @@ impl NodeClient {
             volume,
             &format!("/transactions/{}/{verb}", encode_segment(transaction)),
         );
-        self.call::<serde_json::Value>(Method::POST, &path, None::<&()>)
+        self.send::<serde_json::Value>(Method::POST, &path, None::<&()>, self.sql_timeout)
             .await
             .map(|_| ())
     }
@@ -201,10 +219,22 @@ impl NodeClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, NodeError> {
+        self.send(method, path, body, self.timeout).await
+    }
+
+    /// A call bounded by `timeout`.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        timeout: Duration,
+    ) -> Result<T, NodeError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+            .bearer_auth(&self.token)
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::sql::SqlLimits;
 use crate::engine::EngineConfig;
 
 #[derive(Debug, Parser)]
@@ -70,8 +71,36 @@ pub struct NodeConfig {
     )]
     pub transaction_idle_secs: u64,
 
-    /// Stop when standard input closes: set by a supervising control plane, so the node
-    /// never outlives it.
+    /// Time limit of one SQL call (a statement, or a whole batch), in milliseconds: a call
+    /// still running then is stopped inside SQLite, rolled back, and answered with a statement
+    /// timeout error.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub statement_timeout_ms: u64,
+
+    /// The most bytes one transaction may write (its pages stay in memory until it commits);
+    /// a bigger one is refused and rolled back.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_MAX_TRANSACTION_BYTES",
+        default_value_t = 256 << 20
+    )]
+    pub max_transaction_bytes: u64,
+
+    /// The most memory SQL may take on this node, over all volumes (SQLite's heap limit); a
+    /// statement that needs more fails with an out-of-memory error.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_SQL_MEMORY_LIMIT_BYTES",
+        default_value_t = 1 << 30
+    )]
+    pub sql_memory_limit_bytes: u64,
+
+    /// Stop when standard input closes or the parent process goes away: set by a supervising
+    /// control plane, so the node never outlives it.
     #[arg(long)]
     pub exit_with_stdin: bool,
 }
@@ -84,6 +113,11 @@ impl NodeConfig {
             log_budget_bytes: self.log_budget_bytes,
             maintenance_interval: Duration::from_millis(self.maintenance_interval_ms.max(1)),
             transaction_idle_timeout: Duration::from_secs(self.transaction_idle_secs),
+            sql_limits: SqlLimits {
+                statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+                max_transaction_bytes: self.max_transaction_bytes,
+            },
+            sql_memory_limit_bytes: self.sql_memory_limit_bytes,
         }
     }
 
@@ -106,6 +140,9 @@ impl NodeConfig {
             "segment_bytes": self.segment_bytes,
             "maintenance_interval_ms": self.maintenance_interval_ms,
             "transaction_idle_secs": self.transaction_idle_secs,
+            "statement_timeout_ms": self.statement_timeout_ms,
+            "max_transaction_bytes": self.max_transaction_bytes,
+            "sql_memory_limit_bytes": self.sql_memory_limit_bytes,
         }))
     }
 }

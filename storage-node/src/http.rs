@@ -20,6 +20,7 @@ use crate::api::{
     BacktrackList, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume,
     NodeErrorBody, NodeSettings, TransactionStarted, VolumeList,
 };
+use crate::engine::log::LogError;
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
 
@@ -134,22 +135,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(NodeError::from)
 }
 
+/// Healthy unless the log cannot be written for a reason other than a full disk: a node whose
+/// disk is full still serves reads, and says so (`disk_full`) so that no new cluster is placed
+/// on it. Asking first repairs what a failed write left, if the disk has room again.
 async fn healthz(State(node): State<Node>) -> Response {
-    let volumes = node.engine.all_figures().len();
-    match node.engine.log().failure() {
-        None => Json(Health {
-            status: "ok".into(),
-            volumes,
-        })
-        .into_response(),
-        Some(why) => (
+    let engine = node.engine.clone();
+    let (volumes, failure) = tokio::task::spawn_blocking(move || {
+        engine.log().try_repair();
+        (engine.all_figures().len(), engine.log().failure())
+    })
+    .await
+    .unwrap_or((0, None));
+    let disk_full = matches!(failure, Some(LogError::DiskFull(_)));
+    match failure {
+        Some(why) if !disk_full => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: format!("failed: {why}"),
                 volumes,
+                disk_full,
             }),
         )
             .into_response(),
+        _ => Json(Health {
+            status: "ok".into(),
+            volumes,
+            disk_full,
+        })
+        .into_response(),
     }
 }
 
@@ -309,11 +322,21 @@ fn render_metrics(engine: &Engine) -> String {
         "Time spent making group commits durable.",
         &one(stats.flush_ns.load(Ordering::Relaxed) as f64 / 1e9),
     );
+    let failure = log.failure();
     metric(
         "backtrack_node_log_failed",
         "gauge",
-        "1 when the log failed and the node must restart.",
-        &one(f64::from(u8::from(log.failure().is_some()))),
+        "1 while writes to the log fail (they are retried; see backtrack_node_disk_full).",
+        &one(f64::from(u8::from(failure.is_some()))),
+    );
+    metric(
+        "backtrack_node_disk_full",
+        "gauge",
+        "1 while the log's disk is full: commits fail until space is freed.",
+        &one(f64::from(u8::from(matches!(
+            failure,
+            Some(LogError::DiskFull(_))
+        )))),
     );
     let volumes = engine.all_figures();
     metric(

@@ -4,6 +4,8 @@
 //! - `client`: the typed HTTP client the control plane uses.
 //! - `config`: the node's flags.
 //! - `engine`: the log, the volumes, the SQLite VFS, SQL execution, and maintenance.
+//! - `fsutil`: private files and directories, atomic writes, a full disk, and the lock that
+//!   gives a data directory one owner.
 //! - `http`: the node's HTTP API over the engine.
 //! - `server`: runs a node until it is told to stop.
 
@@ -11,5 +13,6 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod fsutil;
 pub mod http;
 pub mod server;

@@ -1,12 +1,23 @@
 //! Runs a node: opens the engine, serves the HTTP API, and stops cleanly on SIGTERM, Ctrl-C,
-//! or (when a control plane supervises the node) when its standard input closes, so a node
-//! never outlives the process that started it. Both `backtrack-storage-node serve` and
-//! `backtrack-service node` run this.
+//! or (when a control plane supervises the node) when its standard input closes or its parent
+//! process goes away, so a node never outlives the process that started it. Both
+//! `backtrack-storage-node serve` and `backtrack-service node` run this.
+//!
+//! Stopping interrupts the statements still running and gives the requests in flight a few
+//! seconds to answer; then the node stops whatever is left (every acknowledged commit is
+//! durable already, so nothing is lost by not waiting longer).
+
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
 use crate::config::NodeConfig;
 use crate::engine::Engine;
+
+/// How long requests in flight get to finish once the node is asked to stop.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How often a supervised node checks that its parent is still there.
+const PARENT_CHECK: Duration = Duration::from_millis(500);
 
 pub async fn serve(config: NodeConfig) -> Result<(), String> {
     config.validate()?;
@@ -25,10 +36,26 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
         config.listen.ip()
     );
     let app = crate::http::router(engine.clone(), &config.token);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_requested(config.exit_with_stdin))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = {
+        let engine = engine.clone();
+        async move {
+            stop_requested(config.exit_with_stdin).await;
+            // Runaway statements would otherwise hold the drain open for their whole run.
+            engine.interrupt_all();
+            stopping.send_replace(true);
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let drained = async {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| e.to_string())?,
+        _ = drained => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),
+    }
+    engine.interrupt_all();
     tokio::task::spawn_blocking(move || engine.close())
         .await
         .map_err(|e| e.to_string())?;
@@ -36,21 +63,50 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn stop_requested(watch_stdin: bool) {
+/// Runs `serve` on a runtime of its own, and does not wait, once it returns, for engine work
+/// still running on blocking threads (a statement interrupted too late): the process is
+/// stopping, and what is durable is on disk.
+pub fn run(config: NodeConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("no tokio runtime: {e}"))?;
+    let result = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn stop_requested(supervised: bool) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM can be handled");
-    let stdin_closed = async {
-        if !watch_stdin {
+    let supervisor_gone = async {
+        if !supervised {
             return std::future::pending().await;
         }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        tokio::select! {
+            _ = stdin_closed() => {}
+            _ = parent_changed() => {}
+        }
     };
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-        _ = stdin_closed => tracing::info!("the supervising process went away"),
+        _ = supervisor_gone => tracing::info!("the supervising process went away"),
     }
     tracing::info!("shutting down");
+}
+
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// Resolves when this process is given another parent: the one that started it died (even
+/// if something else still holds the other end of its standard input).
+async fn parent_changed() {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        tokio::time::sleep(PARENT_CHECK).await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
 }

@@ -111,7 +111,7 @@ pub async fn create(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<BacktrackDbClusterRequest>,
 ) -> Result<Response, ApiError> {
-    let id = parse_cluster_ref(&id)?;
+    let id = parse_cluster_ref(&state.settings, &id)?;
     let now = Timestamp::now();
     let requested = request.backtrack_to;
     if requested > now {
@@ -226,7 +226,7 @@ pub async fn describe(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = parse_cluster_ref(&id)?;
+    let id = parse_cluster_ref(&state.settings, &id)?;
     let params = QueryParams::parse(
         query.as_deref(),
         &[
@@ -297,7 +297,7 @@ pub async fn describe_one(
     State(state): State<AppState>,
     Path((id, backtrack_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = parse_cluster_ref(&id)?;
+    let id = parse_cluster_ref(&state.settings, &id)?;
     let backtrack_id = parse_backtrack_id(&backtrack_id)?;
     state.store.cluster(&id).await?;
     let backtrack = state.store.backtrack(&id, &backtrack_id).await?;

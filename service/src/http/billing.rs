@@ -142,7 +142,10 @@ pub async fn cluster(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (start, end) = period(query.as_deref())?;
-    let cluster = state.store.cluster(&parse_cluster_ref(&id)?).await?;
+    let cluster = state
+        .store
+        .cluster(&parse_cluster_ref(&state.settings, &id)?)
+        .await?;
     report(
         &state,
         start,

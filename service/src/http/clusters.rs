@@ -19,7 +19,7 @@ use crate::domain::{
 };
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::What;
-use crate::nodes::NodeFigures;
+use crate::nodes::{NodeFigures, Placement};
 use crate::store::ClusterFilter;
 
 /// The one engine: Aurora MySQL's name, so RDS tooling accepts the clusters; the SQL dialect
@@ -233,11 +233,20 @@ pub async fn create(
         }
     }
     let per_node = state.store.clusters_per_node().await?;
-    let node = state.nodes.place(&per_node).ok_or_else(|| {
-        ApiError::InsufficientCapacity(
-            "No healthy storage node can hold the cluster's volume right now.".into(),
-        )
-    })?;
+    let node =
+        match state.nodes.place(&per_node) {
+            Placement::On(node) => node,
+            Placement::DisksFull => return Err(ApiError::StorageQuotaExceeded(
+                "The storage nodes' disks are full: no node can hold a new cluster until space \
+                 is freed."
+                    .into(),
+            )),
+            Placement::NoNode => {
+                return Err(ApiError::InsufficientCapacity(
+                    "No healthy storage node can hold the cluster's volume right now.".into(),
+                ))
+            }
+        };
     let now = Timestamp::now();
     let cluster = Cluster {
         id,
@@ -301,13 +310,13 @@ pub async fn describe(
         ids: params
             .all("db-cluster-id")
             .iter()
-            .map(|v| parse_cluster_ref(v).map(|id| id.to_string()))
+            .map(|v| parse_cluster_ref(&state.settings, v).map(|id| id.to_string()))
             .collect::<Result<_, _>>()?,
         engines: params.all("engine"),
         resource_ids: params.all("db-cluster-resource-id"),
     };
     if let Some(one) = params.one("DBClusterIdentifier")? {
-        let id = parse_cluster_ref(one)?;
+        let id = parse_cluster_ref(&state.settings, one)?;
         // An explicit identifier must exist, as in RDS.
         state.store.cluster(&id).await?;
         filter.ids = vec![id.to_string()];
@@ -353,7 +362,10 @@ pub async fn describe_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let cluster = state.store.cluster(&parse_cluster_ref(&id)?).await?;
+    let cluster = state
+        .store
+        .cluster(&parse_cluster_ref(&state.settings, &id)?)
+        .await?;
     let figures = state
         .nodes
         .volume_figures(&cluster.node_id, &cluster.resource_id)
@@ -382,7 +394,7 @@ pub async fn modify(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<ModifyDbClusterRequest>,
 ) -> Result<Response, ApiError> {
-    let id = parse_cluster_ref(&id)?;
+    let id = parse_cluster_ref(&state.settings, &id)?;
     let window = request
         .backtrack_window
         .map(validate_window)
@@ -441,7 +453,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_cluster_ref(&id)?;
+    let id = parse_cluster_ref(&state.settings, &id)?;
     let cluster = state
         .store
         .update_cluster(&id, |cluster| -> Result<(), ApiError> {
@@ -509,18 +521,24 @@ async fn converge_now(state: &AppState, cluster: Cluster) -> Result<Cluster, Api
     Ok(state.store.cluster(&cluster.id).await?)
 }
 
-/// A cluster identifier, or the ARN of one.
-pub fn parse_cluster_ref(text: &str) -> Result<ClusterId, ApiError> {
-    let id = match text.strip_prefix("arn:") {
-        Some(_) => text
-            .rsplit_once(":cluster:")
-            .map(|(_, id)| id)
-            .ok_or_else(|| {
-                ApiError::InvalidParameterValue(format!("{text:?} is not a DB cluster ARN."))
-            })?,
-        None => text,
+/// A cluster identifier, or the ARN of one. An ARN must be one of this service's (its region
+/// and account): another's names no cluster here.
+pub fn parse_cluster_ref(settings: &Settings, text: &str) -> Result<ClusterId, ApiError> {
+    let Some(arn) = text.strip_prefix("arn:") else {
+        return ClusterId::parse(text).map_err(ApiError::InvalidParameterValue);
     };
-    ClusterId::parse(id).map_err(ApiError::InvalidParameterValue)
+    match arn.splitn(6, ':').collect::<Vec<_>>().as_slice() {
+        [_partition, "rds", region, account, "cluster", id] => {
+            let id = ClusterId::parse(id).map_err(ApiError::InvalidParameterValue)?;
+            if *region != settings.region || *account != settings.account_id {
+                return Err(ApiError::ClusterNotFound(text.to_string()));
+            }
+            Ok(id)
+        }
+        _ => Err(ApiError::InvalidParameterValue(format!(
+            "{text:?} is not a DB cluster ARN."
+        ))),
+    }
 }
 
 /// The live figures of the nodes holding `clusters`, one call per node (cached briefly).
@@ -594,14 +612,36 @@ mod tests {
 
     #[test]
     fn clusters_are_named_by_identifier_or_arn() {
-        assert_eq!(parse_cluster_ref("Prod-1").unwrap().as_str(), "prod-1");
+        let settings = Settings::from_config(&crate::config::Config::defaults());
+        let parse = |text| parse_cluster_ref(&settings, text);
+        assert_eq!(parse("Prod-1").unwrap().as_str(), "prod-1");
         assert_eq!(
-            parse_cluster_ref("arn:aws:rds:us-east-1:000000000000:cluster:prod-1")
+            parse("arn:aws:rds:us-east-1:000000000000:cluster:prod-1")
                 .unwrap()
                 .as_str(),
             "prod-1"
         );
-        assert!(parse_cluster_ref("arn:aws:rds:us-east-1:0:db:x").is_err());
-        assert!(parse_cluster_ref("bad--id").is_err());
+        assert!(parse("arn:aws:rds:us-east-1:0:db:x").is_err());
+        assert!(parse("bad--id").is_err());
+    }
+
+    #[test]
+    fn an_arn_of_another_account_or_region_names_no_cluster_here() {
+        let settings = Settings::from_config(&crate::config::Config::defaults());
+        for arn in [
+            "arn:aws:rds:us-east-1:123456789012:cluster:prod-1",
+            "arn:aws:rds:eu-west-1:000000000000:cluster:prod-1",
+        ] {
+            assert!(
+                matches!(
+                    parse_cluster_ref(&settings, arn),
+                    Err(ApiError::ClusterNotFound(_))
+                ),
+                "{arn}"
+            );
+        }
+        assert!(
+            parse_cluster_ref(&settings, "arn:aws:ec2:us-east-1:000000000000:cluster:x").is_err()
+        );
     }
 }

@@ -146,7 +146,10 @@ pub async fn cluster(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let cluster = state.store.cluster(&parse_cluster_ref(&id)?).await?;
+    let cluster = state
+        .store
+        .cluster(&parse_cluster_ref(&state.settings, &id)?)
+        .await?;
     let since = Timestamp::now().plus_secs(-PERIOD_SECS);
     let samples = state
         .store

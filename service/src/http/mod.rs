@@ -2,21 +2,25 @@
 //! malformed request into an RDS-style error (never axum's plain-text rejections).
 //!
 //! Layers, outermost first: request id (`x-amzn-RequestId`, generated unless the caller sent
-//! one), tracing, request-id propagation to the response, error rendering, timeout, body limit.
+//! one), tracing, request-id propagation to the response, error rendering (in the Data API's
+//! form on its routes), the guard (cross-site requests, foreign hosts, oversized heads), timeout,
+//! body limit (the configured one: axum's own default limit is off).
 
 pub mod backtracks;
 pub mod billing;
 pub mod clusters;
 pub mod data_api;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod metrics;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,7 +59,12 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
+pub fn router(
+    state: AppState,
+    timeout: Duration,
+    body_limit: usize,
+    guard: guard::Guard,
+) -> Router {
     let api = Router::new()
         .route(
             "/v1/clusters",
@@ -97,8 +106,10 @@ pub fn router(state: AppState, timeout: Duration, body_limit: usize) -> Router {
         ))
         .with_state(state);
     // Router::layer wraps from the inside out: the last layer added runs first.
-    api.layer(RequestBodyLimitLayer::new(body_limit))
+    api.layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn_with_state(guard, guard::check))
         .layer(middleware::from_fn(render_errors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -137,6 +148,7 @@ async fn render_errors(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let data_api = is_data_api(request.uri().path());
     let mut response = next.run(request).await;
     let error = match response.extensions_mut().remove::<ApiError>() {
         Some(error) => error,
@@ -152,14 +164,19 @@ async fn render_errors(request: Request, next: Next) -> Response {
                 StatusCode::REQUEST_TIMEOUT => {
                     ApiError::Timeout("The request took too long and was abandoned.".into())
                 }
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge("The request body is too large.".into())
-                }
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body_too_large()),
                 status => ApiError::Internal(format!("unexpected {status} from a layer")),
             }
         }
         None => return response,
     };
+    if data_api {
+        let mut rendered = data_api::DataApiError::from_api(&error).into_response();
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            rendered.headers_mut().insert(REQUEST_ID, id);
+        }
+        return rendered;
+    }
     let (_, status, _) = error.parts();
     let body = serde_json::to_vec(&error.body(&request_id)).expect("error bodies serialize");
     let mut rendered = Response::new(Body::from(body));
@@ -182,29 +199,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "The request body must be JSON, sent with Content-Type: application/json.".into(),
-            ));
-        }
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("The request body is too large.".into())
-            } else {
-                ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
-            }
-        })?;
+        let bytes = json_bytes(request, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// The body of a request that must be JSON: refused unless sent as `application/json` (a web
+/// page cannot send that to another site without the browser asking it first), or if it is
+/// over the body limit.
+pub async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "The request body must be JSON, sent with Content-Type: application/json.".into(),
+        ));
+    }
+    Bytes::from_request(request, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(body_too_large())
+        } else {
+            ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
+        }
+    })
+}
+
+fn body_too_large() -> String {
+    "The request body is larger than this service accepts (--body-limit-bytes).".into()
+}
+
+/// The Data API's routes, whose errors have the Data API's form.
+pub fn is_data_api(path: &str) -> bool {
+    matches!(
+        path,
+        "/Execute"
+            | "/BatchExecute"
+            | "/BeginTransaction"
+            | "/CommitTransaction"
+            | "/RollbackTransaction"
+    )
 }
 
 /// Whether a body is a JSON object (serde would also read a struct from an array).

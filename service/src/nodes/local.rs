@@ -3,14 +3,20 @@
 //! on free local ports, with their volumes under DATA_DIR/nodes/N.
 //!
 //! Each child has a supervisor task: it learns the child's address from the child's first
-//! line of output, restarts the child (with backoff) if it dies, and stops it on shutdown by
+//! line of output, restarts the child if it dies (after 0.3 s, doubling up to 10 s while it
+//! keeps dying; a child that stayed up 30 s starts over at 0.3 s), and stops it on shutdown by
 //! closing its standard input, which the node watches. If this process dies outright, the
-//! children see their input close and stop too.
+//! children see their input close (and their parent change) and stop too, interrupting any
+//! statement still running.
+//!
+//! A node that cannot start yet because its data directory is still held (the previous
+//! process's node is finishing its stop) is tried again until [`START_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use backtrack_storage_node::fsutil;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
@@ -20,8 +26,46 @@ use super::NodeRegistry;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What each local node is started with.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub token: String,
+    pub statement_timeout_ms: u64,
+}
+
+/// The delays between restarts of a node that keeps failing: 0.3 s, doubling each time up to
+/// 10 s, and back to 0.3 s once the node has stayed up for [`Backoff::HEALTHY`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Backoff::FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(300);
+    pub const MAX: Duration = Duration::from_secs(10);
+    /// A node up this long had recovered: its next crash is treated as a first one.
+    pub const HEALTHY: Duration = Duration::from_secs(30);
+
+    /// The delay before the next start, after a run that lasted `up_for` (`None`: it did not
+    /// start at all).
+    pub fn after(&mut self, up_for: Option<Duration>) -> Duration {
+        if up_for.is_some_and(|up| up >= Backoff::HEALTHY) {
+            self.next = Backoff::FIRST;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        delay
+    }
+}
 
 /// The names local nodes have in the metadata.
 pub fn names(count: usize) -> Vec<String> {
@@ -40,7 +84,7 @@ impl LocalNodes {
     pub async fn start(
         data_dir: &Path,
         names: &[String],
-        token: &str,
+        settings: NodeSettings,
         registry: NodeRegistry,
     ) -> Result<LocalNodes, String> {
         let exe =
@@ -54,7 +98,7 @@ impl LocalNodes {
                 name: name.clone(),
                 exe: exe.clone(),
                 dir: data_dir.join("nodes").join(i.to_string()),
-                token: token.to_string(),
+                settings: settings.clone(),
                 registry: registry.clone(),
             };
             supervisors.push(tokio::spawn(node.supervise(stopped.clone(), first)));
@@ -90,7 +134,7 @@ struct Supervised {
     name: String,
     exe: PathBuf,
     dir: PathBuf,
-    token: String,
+    settings: NodeSettings,
     registry: NodeRegistry,
 }
 
@@ -101,9 +145,10 @@ impl Supervised {
         first: oneshot::Sender<Result<String, String>>,
     ) {
         let mut first = Some(first);
-        let mut backoff = FIRST_BACKOFF;
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
         loop {
-            match self.spawn().await {
+            let up_for = match self.spawn().await {
                 Ok((mut child, url)) => {
                     self.registry.set_url(&self.name, &url);
                     self.registry.set_healthy(&self.name, true);
@@ -118,9 +163,6 @@ impl Supervised {
                         status = child.wait() => {
                             self.registry.set_healthy(&self.name, false);
                             tracing::warn!(node = %self.name, ?status, "local storage node exited; restarting it");
-                            if up_since.elapsed() > Duration::from_secs(60) {
-                                backoff = FIRST_BACKOFF;
-                            }
                         }
                         _ = stopped(&mut stop) => {
                             drop(input);
@@ -128,33 +170,38 @@ impl Supervised {
                             return;
                         }
                     }
+                    Some(up_since.elapsed())
                 }
                 Err(e) => {
-                    if let Some(first) = first.take() {
-                        let _ = first.send(Err(e));
-                        return;
+                    if started.elapsed() > START_TIMEOUT {
+                        if let Some(first) = first.take() {
+                            let _ = first.send(Err(e));
+                            return;
+                        }
                     }
-                    tracing::error!(node = %self.name, error = %e, "cannot restart local storage node");
+                    tracing::error!(node = %self.name, error = %e, "cannot start local storage node yet");
+                    None
                 }
-            }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.after(up_for)) => {}
                 _ = stopped(&mut stop) => return,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
     /// Starts the node and reads the address it announces.
     async fn spawn(&self) -> Result<(Child, String), String> {
-        std::fs::create_dir_all(&self.dir)
+        fsutil::create_private_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let mut child = Command::new(&self.exe)
             .arg("node")
             .args(["--listen", "127.0.0.1:0", "--exit-with-stdin"])
             .arg("--data-dir")
             .arg(&self.dir)
-            .env("BACKTRACK_NODE_TOKEN", &self.token)
+            .arg("--statement-timeout-ms")
+            .arg(self.settings.statement_timeout_ms.to_string())
+            .env("BACKTRACK_NODE_TOKEN", &self.settings.token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -201,5 +248,31 @@ async fn stop_child(name: &str, mut child: Child) {
             );
             let _ = child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_a_third_of_a_second_to_ten_and_reset_after_a_healthy_run() {
+        let mut backoff = Backoff::default();
+        let crash = Some(Duration::from_millis(100));
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.after(crash).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [300, 600, 1200, 2400, 4800, 9600, 10_000, 10_000, 10_000]
+        );
+        // A start that failed outright counts as a crash.
+        assert_eq!(backoff.after(None), Duration::from_secs(10));
+        // A node that stayed up a while and then crashed is restarted at once.
+        assert_eq!(
+            backoff.after(Some(Duration::from_secs(31))),
+            Duration::from_millis(300)
+        );
+        assert_eq!(backoff.after(crash), Duration::from_millis(600));
     }
 }

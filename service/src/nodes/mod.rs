@@ -30,6 +30,18 @@ struct Node {
     name: String,
     client: RwLock<NodeClient>,
     healthy: AtomicBool,
+    /// The node's disk is full: it serves its clusters' reads, but takes no new cluster.
+    disk_full: AtomicBool,
+}
+
+/// Where a new cluster can go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    On(String),
+    /// Every healthy node's disk is full.
+    DisksFull,
+    /// No node is healthy.
+    NoNode,
 }
 
 #[derive(Clone)]
@@ -37,6 +49,8 @@ pub struct NodeRegistry {
     nodes: Arc<Vec<Node>>,
     token: Arc<str>,
     timeout: Duration,
+    /// Bounds SQL calls (which run up to the nodes' statement time limit).
+    sql_timeout: Duration,
     /// Per node: when its figures were fetched, and the figures.
     figures: Arc<Mutex<HashMap<String, (Instant, NodeFigures)>>>,
 }
@@ -50,14 +64,26 @@ impl NodeRegistry {
                 name: name.clone(),
                 client: RwLock::new(NodeClient::new(url, token, timeout)),
                 healthy: AtomicBool::new(true),
+                disk_full: AtomicBool::new(false),
             })
             .collect();
         NodeRegistry {
             nodes: Arc::new(nodes),
             token: token.into(),
             timeout,
+            sql_timeout: timeout,
             figures: Arc::default(),
         }
+    }
+
+    /// The same registry, with SQL calls bounded by `timeout`.
+    pub fn with_sql_timeout(mut self, timeout: Duration) -> Self {
+        self.sql_timeout = timeout;
+        for node in self.nodes.iter() {
+            let mut client = node.client.write().unwrap();
+            *client = client.clone().with_sql_timeout(timeout);
+        }
+        self
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -75,7 +101,8 @@ impl NodeRegistry {
     /// Points `name` at a new address (a restarted local node).
     pub fn set_url(&self, name: &str, url: &str) {
         if let Some(node) = self.node(name) {
-            *node.client.write().unwrap() = NodeClient::new(url, &self.token, self.timeout);
+            *node.client.write().unwrap() =
+                NodeClient::new(url, &self.token, self.timeout).with_sql_timeout(self.sql_timeout);
         }
     }
 
@@ -101,22 +128,46 @@ impl NodeRegistry {
     pub async fn check_health(&self) {
         for node in self.nodes.iter() {
             let client = node.client.read().unwrap().clone();
-            let healthy = matches!(
-                tokio::time::timeout(HEALTH_TIMEOUT, client.health()).await,
-                Ok(Ok(health)) if health.status == "ok"
-            );
+            let health = match tokio::time::timeout(HEALTH_TIMEOUT, client.health()).await {
+                Ok(Ok(health)) => Some(health),
+                _ => None,
+            };
+            let healthy = health.as_ref().is_some_and(|h| h.status == "ok");
+            let full = health.is_some_and(|h| h.disk_full);
+            if node.disk_full.swap(full, Ordering::AcqRel) != full {
+                if full {
+                    tracing::warn!(node = %node.name, "storage node's disk is full: no new cluster goes there");
+                } else {
+                    tracing::info!(node = %node.name, "storage node's disk has room again");
+                }
+            }
             self.set_healthy(&node.name, healthy);
         }
     }
 
-    /// The node that should take a new cluster: the healthy one holding the fewest clusters
-    /// (ties go to the first configured).
-    pub fn place(&self, clusters_per_node: &HashMap<String, i64>) -> Option<String> {
-        self.nodes
+    pub fn set_disk_full(&self, name: &str, full: bool) {
+        if let Some(node) = self.node(name) {
+            node.disk_full.store(full, Ordering::Release);
+        }
+    }
+
+    /// The node that should take a new cluster: the healthy one with room holding the fewest
+    /// clusters (ties go to the first configured).
+    pub fn place(&self, clusters_per_node: &HashMap<String, i64>) -> Placement {
+        let healthy: Vec<&Node> = self
+            .nodes
             .iter()
             .filter(|n| n.healthy.load(Ordering::Acquire))
-            .min_by_key(|n| clusters_per_node.get(&n.name).copied().unwrap_or(0))
-            .map(|n| n.name.clone())
+            .collect();
+        let chosen = healthy
+            .iter()
+            .filter(|n| !n.disk_full.load(Ordering::Acquire))
+            .min_by_key(|n| clusters_per_node.get(&n.name).copied().unwrap_or(0));
+        match chosen {
+            Some(node) => Placement::On(node.name.clone()),
+            None if healthy.is_empty() => Placement::NoNode,
+            None => Placement::DisksFull,
+        }
     }
 
     /// One volume's figures, fresh from its node; `None` if the node cannot say right now.
@@ -183,15 +234,20 @@ mod tests {
     #[test]
     fn new_clusters_go_to_the_least_loaded_healthy_node() {
         let registry = registry();
+        let on = |name: &str| Placement::On(name.to_string());
         let counts = HashMap::from([("a".to_string(), 3), ("b".to_string(), 1)]);
-        assert_eq!(registry.place(&counts).unwrap(), "c");
+        assert_eq!(registry.place(&counts), on("c"));
         registry.set_healthy("c", false);
-        assert_eq!(registry.place(&counts).unwrap(), "b");
+        assert_eq!(registry.place(&counts), on("b"));
         let counts = HashMap::from([("a".to_string(), 1), ("b".to_string(), 1)]);
-        assert_eq!(registry.place(&counts).unwrap(), "a");
+        assert_eq!(registry.place(&counts), on("a"));
+        registry.set_disk_full("a", true);
+        assert_eq!(registry.place(&counts), on("b"));
+        registry.set_disk_full("b", true);
+        assert_eq!(registry.place(&counts), Placement::DisksFull);
         registry.set_healthy("a", false);
         registry.set_healthy("b", false);
-        assert!(registry.place(&counts).is_none());
+        assert_eq!(registry.place(&counts), Placement::NoNode);
     }
 
     #[test]

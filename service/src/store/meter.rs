@@ -93,6 +93,7 @@ impl Store {
         alert: bool,
     ) -> Result<Recorded, StoreError> {
         let mut tx = self.begin().await?;
+        let result = async {
         let previous = sqlx::query(
             "SELECT sampled_at, stored, window_alert FROM meter_state WHERE resource_id = $1",
         )
@@ -179,8 +180,10 @@ impl Store {
         .bind(sample.actual_secs)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
         Ok(outcome)
+        }
+        .await;
+        tx.finish(result).await
     }
 
     pub async fn meter_state(&self, resource_id: &str) -> Result<Option<MeterState>, StoreError> {

@@ -11,6 +11,7 @@
 
 mod meter;
 mod migrate;
+mod tx;
 
 pub use meter::{AlertChange, Event, EventFilter, MeterSample, MeterState, Recorded, UsageRow};
 
@@ -19,10 +20,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use backtrack_storage_node::fsutil;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row};
 use uuid::Uuid;
 
+use self::tx::Tx;
 use crate::domain::{
     Backtrack, BacktrackStatus, Cluster, ClusterId, ClusterStatus, Tag, Timestamp,
 };
@@ -34,6 +37,10 @@ pub enum StoreError {
     BacktrackNotFound(String),
     /// The change is not legal in the cluster's current state; the text says why.
     InvalidState(String),
+    /// The database cannot take the request now, through no fault of the request: its disk
+    /// is full, it is unreachable or busy. Nothing was changed; the same request can succeed
+    /// later.
+    Unavailable(String),
     Database(String),
 }
 
@@ -44,6 +51,7 @@ impl std::fmt::Display for StoreError {
             StoreError::ClusterNotFound(id) => write!(f, "cluster {id} not found"),
             StoreError::BacktrackNotFound(id) => write!(f, "backtrack {id} not found"),
             StoreError::InvalidState(why) => f.write_str(why),
+            StoreError::Unavailable(why) => write!(f, "metadata store unavailable: {why}"),
             StoreError::Database(why) => write!(f, "metadata store: {why}"),
         }
     }
@@ -53,7 +61,36 @@ impl std::error::Error for StoreError {}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e.to_string())
+        if is_transient(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+/// Whether a database error says nothing about the request: a full disk, an I/O error, a
+/// lock held too long, no memory (SQLite's primary codes); insufficient resources, an
+/// operator's intervention or a lost connection (PostgreSQL's classes 53, 57 and 08); or no
+/// connection at all.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.parse::<i32>() {
+                // SQLite: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN (extended codes keep the
+                // primary one in their low byte).
+                Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 7 | 10 | 13 | 14),
+                Err(_) => ["53", "57", "08"]
+                    .iter()
+                    .any(|class| code.starts_with(class)),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }
 
@@ -160,12 +197,10 @@ impl Store {
             .map_err(|e| StoreError::Database(format!("bad database URL: {e}")))?;
         let pool = match backend {
             Backend::Sqlite => {
-                if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_owned)) {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(&dir).map_err(|e| {
-                            StoreError::Database(format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
+                if let Some(path) = sqlite_path(url) {
+                    create_private_database(&path).map_err(|e| {
+                        StoreError::Database(format!("cannot create {}: {e}", path.display()))
+                    })?;
                 }
                 AnyPoolOptions::new()
                     .max_connections(8)
@@ -213,8 +248,8 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Tx::begin(&self.pool, self.backend.begin_statement()).await
     }
 
     // --- clusters -----------------------------------------------------------------------
@@ -334,12 +369,15 @@ impl Store {
         E: From<StoreError>,
     {
         let mut tx = self.begin().await?;
-        let mut cluster = self.locked_cluster(&mut tx, id).await?;
-        change(&mut cluster)?;
-        cluster.updated_at = Timestamp::now().max(cluster.updated_at);
-        write_cluster(&mut tx, &cluster).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(cluster)
+        let result = async {
+            let mut cluster = self.locked_cluster(&mut tx, id).await?;
+            change(&mut cluster)?;
+            cluster.updated_at = Timestamp::now().max(cluster.updated_at);
+            write_cluster(&mut tx, &cluster).await?;
+            Ok::<_, E>(cluster)
+        }
+        .await;
+        tx.finish(result).await
     }
 
     /// Moves the cluster from one of `from` to `to`; `false` if it was in another status (or
@@ -373,11 +411,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn locked_cluster(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        id: &ClusterId,
-    ) -> Result<Cluster, StoreError> {
+    async fn locked_cluster(&self, tx: &mut Tx, id: &ClusterId) -> Result<Cluster, StoreError> {
         let sql = format!(
             "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1{}",
             self.backend.lock_row()
@@ -402,55 +436,30 @@ impl Store {
         E: From<StoreError>,
     {
         let mut tx = self.begin().await?;
-        let mut cluster = self.locked_cluster(&mut tx, &job.cluster_id).await?;
-        check(&cluster)?;
-        if cluster.status != ClusterStatus::Available {
-            return Err(E::from(StoreError::InvalidState(format!(
-                "DB cluster {} is in {} state but expected it to be available.",
-                cluster.id,
-                cluster.status.as_str()
-            ))));
-        }
-        let sql = format!(
-            "INSERT INTO backtracks ({BACKTRACK_COLUMNS}, updated_at) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-        );
-        let inserted = sqlx::query(&sql)
-            .bind(job.id.to_string())
-            .bind(job.cluster_id.as_str().to_string())
-            .bind(job.volume_id.clone())
-            .bind(job.node_id.clone())
-            .bind(job.requested_to.as_micros())
-            .bind(job.backtrack_to.as_micros())
-            .bind(job.backtracked_from.as_micros())
-            .bind(job.created_at.as_micros())
-            .bind(i64::from(job.use_earliest))
-            .bind(i64::from(job.force))
-            .bind(job.status.as_str())
-            .bind(job.attempts)
-            .bind(job.run_at.as_micros())
-            .bind(job.deadline_at.as_micros())
-            .bind(job.lease_owner.clone())
-            .bind(job.lease_expires_at.map(Timestamp::as_micros))
-            .bind(job.last_error.clone())
-            .bind(job.failure_reason.clone())
-            .bind(job.created_at.as_micros())
-            .execute(&mut *tx)
-            .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted {
-            if e.is_unique_violation() {
+        let result = async {
+            let mut cluster = self.locked_cluster(&mut tx, &job.cluster_id).await?;
+            check(&cluster)?;
+            if cluster.status != ClusterStatus::Available {
                 return Err(E::from(StoreError::InvalidState(format!(
-                    "DB cluster {} already has a backtrack in progress.",
-                    cluster.id
+                    "DB cluster {} is in {} state but expected it to be available.",
+                    cluster.id,
+                    cluster.status.as_str()
                 ))));
             }
+            insert_backtrack(&mut tx, job).await.map_err(|e| match e {
+                StoreError::ClusterExists(_) => StoreError::InvalidState(format!(
+                    "DB cluster {} already has a backtrack in progress.",
+                    cluster.id
+                )),
+                other => other,
+            })?;
+            cluster.status = ClusterStatus::Backtracking;
+            cluster.updated_at = job.created_at.max(cluster.updated_at);
+            write_cluster(&mut tx, &cluster).await?;
+            Ok(())
         }
-        inserted.map_err(StoreError::from)?;
-        cluster.status = ClusterStatus::Backtracking;
-        cluster.updated_at = job.created_at.max(cluster.updated_at);
-        write_cluster(&mut tx, &cluster).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
+        .await;
+        tx.finish(result).await
     }
 
     pub async fn backtrack(&self, cluster: &ClusterId, id: &str) -> Result<Backtrack, StoreError> {
@@ -520,8 +529,9 @@ impl Store {
             .bind(lease_until.as_micros())
             .bind(now.as_micros())
             .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .await
+            .map_err(StoreError::from);
+        let row = tx.finish(row).await?;
         row.as_ref().map(backtrack_from_row).transpose()
     }
 
@@ -574,37 +584,78 @@ impl Store {
             ),
         };
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE backtracks SET status = $1, backtrack_to = $2, backtracked_from = $3, \
+        let result = async {
+            let done = sqlx::query(
+                "UPDATE backtracks SET status = $1, backtrack_to = $2, backtracked_from = $3, \
              failure_reason = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
              WHERE id = $6 AND lease_owner = $7 AND status = 'applying'",
-        )
-        .bind(status.as_str())
-        .bind(to.as_micros())
-        .bind(from.as_micros())
-        .bind(reason)
-        .bind(Timestamp::now().as_micros())
-        .bind(job.id.to_string())
-        .bind(owner.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE clusters SET status = 'available', updated_at = $1 \
+            )
+            .bind(status.as_str())
+            .bind(to.as_micros())
+            .bind(from.as_micros())
+            .bind(reason)
+            .bind(Timestamp::now().as_micros())
+            .bind(job.id.to_string())
+            .bind(owner.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE clusters SET status = 'available', updated_at = $1 \
              WHERE id = $2 AND status = 'backtracking'",
-        )
-        .bind(Timestamp::now().as_micros())
-        .bind(job.cluster_id.as_str().to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+            )
+            .bind(Timestamp::now().as_micros())
+            .bind(job.cluster_id.as_str().to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(true)
+        }
+        .await;
+        tx.finish(result).await
     }
 }
 
-async fn write_cluster(tx: &mut Transaction<'static, Any>, c: &Cluster) -> Result<(), StoreError> {
+/// Inserts a backtrack job; `ClusterExists` when its cluster already has one in progress
+/// (a unique index holds one open job per cluster).
+async fn insert_backtrack(tx: &mut Tx, job: &Backtrack) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO backtracks ({BACKTRACK_COLUMNS}, updated_at) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(job.cluster_id.as_str().to_string())
+        .bind(job.volume_id.clone())
+        .bind(job.node_id.clone())
+        .bind(job.requested_to.as_micros())
+        .bind(job.backtrack_to.as_micros())
+        .bind(job.backtracked_from.as_micros())
+        .bind(job.created_at.as_micros())
+        .bind(i64::from(job.use_earliest))
+        .bind(i64::from(job.force))
+        .bind(job.status.as_str())
+        .bind(job.attempts)
+        .bind(job.run_at.as_micros())
+        .bind(job.deadline_at.as_micros())
+        .bind(job.lease_owner.clone())
+        .bind(job.lease_expires_at.map(Timestamp::as_micros))
+        .bind(job.last_error.clone())
+        .bind(job.failure_reason.clone())
+        .bind(job.created_at.as_micros())
+        .execute(&mut **tx)
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::ClusterExists(job.cluster_id.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_cluster(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE clusters SET status = $1, backtrack_window = $2, backtrack_enabled_at = $3, \
          backtrack_ever_enabled = $4, deletion_protection = $5, http_endpoint_enabled = $6, \
@@ -754,6 +805,29 @@ fn backtrack_from_row(row: &AnyRow) -> Result<Backtrack, StoreError> {
 
 fn tags_to_json(tags: &[Tag]) -> String {
     serde_json::to_string(tags).expect("tags are plain strings")
+}
+
+/// Creates the SQLite database file (and its directory) private to this user, before SQLite
+/// does: SQLite gives its journal and WAL files the database file's permissions, so they are
+/// private too. An existing database and its companions are made private.
+fn create_private_database(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fsutil::create_private_dir_all(dir)?;
+        }
+    }
+    fsutil::private_options()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(fsutil::PRIVATE_FILE))?;
+        }
+    }
+    Ok(())
 }
 
 /// The file path of a `sqlite:` URL, if it names a file.

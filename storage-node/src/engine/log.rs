@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +44,8 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+
+use crate::fsutil::{self, remove_if_exists, sync_dir, write_atomically};
 
 pub const PAGE_SIZE: usize = 4096;
 const SEGMENT_MAGIC: &[u8; 8] = b"BTLOGSG1";
@@ -220,15 +222,29 @@ fn describe(record: &[u8], segment: u64, offset: u64) -> Option<RecordMeta> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogError {
-    /// The log could not be written or synced; the node must be restarted (recovery then
-    /// decides what is durable). Every later append fails the same way.
+    /// The disk is full: the record was not written. The log repairs itself at the next
+    /// append once space is freed.
+    DiskFull(String),
+    /// The log could not be written or synced: the record is not durable (and was never
+    /// acknowledged). The next append first repairs what the failed write may have left.
     Failed(String),
     Closed,
+}
+
+impl LogError {
+    fn of(e: &io::Error) -> LogError {
+        if fsutil::is_disk_full(e) {
+            LogError::DiskFull(e.to_string())
+        } else {
+            LogError::Failed(e.to_string())
+        }
+    }
 }
 
 impl std::fmt::Display for LogError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            LogError::DiskFull(why) => write!(f, "the change log's disk is full: {why}"),
             LogError::Failed(why) => write!(f, "the change log failed: {why}"),
             LogError::Closed => f.write_str("the change log is closed"),
         }
@@ -322,6 +338,9 @@ impl Queue {
     }
 }
 
+/// `try_repair` tries at most this often (each try writes and syncs).
+const MIN_REPAIR_INTERVAL: Duration = Duration::from_millis(200);
+
 /// The longest a leader waits for committers, whatever the disk's speed.
 const MAX_GATHERING: Duration = Duration::from_millis(1);
 
@@ -340,7 +359,10 @@ struct Shared {
     /// Where each segment's records end.
     sizes: Mutex<BTreeMap<u64, u64>>,
     active: AtomicU64,
-    failure: Mutex<Option<String>>,
+    /// Why the last write failed, until a write (or a repair) succeeds again.
+    failure: Mutex<Option<LogError>>,
+    /// When `try_repair` last tried.
+    last_repair: Mutex<Option<Instant>>,
     stats: LogStats,
     queue: Mutex<Queue>,
     flushed: Condvar,
@@ -372,7 +394,7 @@ impl Log {
         allow_direct: bool,
     ) -> io::Result<(Log, Vec<RecordMeta>)> {
         let segment_bytes = segment_bytes.max(SEGMENT_HEADER + PAGE_ENTRY as u64);
-        std::fs::create_dir_all(dir)?;
+        fsutil::create_private_dir_all(dir)?;
         remove_if_exists(&dir.join(SPARE_TMP))?;
         let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
@@ -437,6 +459,7 @@ impl Log {
             size: SEGMENT_HEADER,
             tail: segment_header(active),
             metas: Vec::new(),
+            damage: None,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -445,6 +468,7 @@ impl Log {
             sizes: Mutex::new(sizes),
             active: AtomicU64::new(active),
             failure: Mutex::new(None),
+            last_repair: Mutex::new(None),
             stats: LogStats::default(),
             queue: Mutex::new(Queue::default()),
             flushed: Condvar::new(),
@@ -482,9 +506,6 @@ impl Log {
     /// a blind commit delay, where waiting for known peers (`gather`) gains.
     pub fn append(&self, record: Vec<u8>) -> Result<Appended, LogError> {
         let shared = &self.shared;
-        if let Some(why) = shared.failure.lock().unwrap().clone() {
-            return Err(LogError::Failed(why));
-        }
         let me = Arc::new(Waiter {
             answer: OnceLock::new(),
             thread: std::thread::current(),
@@ -521,24 +542,30 @@ impl Log {
             let (batch, waiters) = queue.take_batch();
             drop(queue);
             let started = Instant::now();
-            let flushed = flush(shared, &batch);
+            let (durable, failed) = flush(shared, &batch);
             let took = started.elapsed();
-            let answers: Vec<Result<Appended, LogError>> = match flushed {
-                Ok(placed) => placed.into_iter().map(Ok).collect(),
-                Err(e) => {
-                    // Everyone in the batch and everyone queued hears of it; later appends
-                    // fail early. Recovery decides what is durable.
-                    let why = e.to_string();
-                    tracing::error!(error = %why, "the change log failed");
-                    *shared.failure.lock().unwrap() = Some(why.clone());
-                    let queued = std::mem::take(&mut shared.queue.lock().unwrap().pending);
-                    for (_, waiter) in queued {
-                        let _ = waiter.answer.set(Err(LogError::Failed(why.clone())));
-                        waiter.thread.unpark();
+            // The durable prefix of the batch is acknowledged; the rest hears why not. The
+            // next batch repairs what the failed write may have left, so once the disk has
+            // room (or answers again) commits go on without a restart.
+            let failure = failed.as_ref().map(LogError::of);
+            match &failure {
+                Some(e) => {
+                    let first = shared.failure.lock().unwrap().replace(e.clone()).is_none();
+                    if first {
+                        tracing::error!(error = %e, "a write to the change log failed; commits fail until it succeeds again");
                     }
-                    vec![Err(LogError::Failed(why)); batch.len()]
                 }
-            };
+                None => {
+                    if shared.failure.lock().unwrap().take().is_some() {
+                        tracing::info!("the change log is written again");
+                    }
+                }
+            }
+            let mut answers: Vec<Result<Appended, LogError>> =
+                durable.into_iter().map(Ok).collect();
+            if let Some(e) = failure {
+                answers.resize(batch.len(), Err(e));
+            }
             queue = shared.queue.lock().unwrap();
             queue.flushing = false;
             queue.last_flush = took;
@@ -650,9 +677,38 @@ impl Log {
         &self.shared.stats
     }
 
-    /// The failure that stopped the log, if any.
-    pub fn failure(&self) -> Option<String> {
+    /// Why the last write failed, if no write has succeeded since.
+    pub fn failure(&self) -> Option<LogError> {
         self.shared.failure.lock().unwrap().clone()
+    }
+
+    /// Repairs what a failed write left, if anything, without waiting for the next commit;
+    /// returns whether the log can be written. Maintenance calls it, so that the node's health
+    /// recovers as soon as the disk has room again, even on a node nobody writes to.
+    pub fn try_repair(&self) -> bool {
+        if self.failure().is_none() {
+            return true;
+        }
+        {
+            let mut last = self.shared.last_repair.lock().unwrap();
+            if last.is_some_and(|at| at.elapsed() < MIN_REPAIR_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let repaired = self.shared.writer.lock().unwrap().repair(&self.shared);
+        match repaired {
+            Ok(()) => {
+                if self.shared.failure.lock().unwrap().take().is_some() {
+                    tracing::info!("the change log can be written again");
+                }
+                true
+            }
+            Err(e) => {
+                *self.shared.failure.lock().unwrap() = Some(LogError::of(&e));
+                false
+            }
+        }
     }
 
     /// Refuses new appends, lets the batch under way finish, and stops the preallocator.
@@ -703,33 +759,27 @@ fn gather<'a>(shared: &'a Shared, mut queue: MutexGuard<'a, Queue>) -> MutexGuar
 }
 
 /// Makes a batch durable: one direct, synchronous write, or (where the filesystem refuses
-/// direct I/O) a write through the page cache, then fdatasync.
-fn flush(shared: &Shared, batch: &[Vec<u8>]) -> io::Result<Vec<Appended>> {
+/// direct I/O) a write through the page cache, then fdatasync. Returns where each durable
+/// record went (a prefix of the batch: all of it unless a write failed) and the failure that
+/// stopped the rest.
+fn flush(shared: &Shared, batch: &[Vec<u8>]) -> (Vec<Appended>, Option<io::Error>) {
     let started = Instant::now();
-    let (placed, file, segment, end) = shared.writer.lock().unwrap().write_batch(shared, batch)?;
-    if !shared.direct {
-        file.sync_data()?;
-    }
-    shared
-        .stats
-        .flush_ns
-        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    {
-        let mut sizes = shared.sizes.lock().unwrap();
-        if let Some(size) = sizes.get_mut(&segment) {
-            *size = (*size).max(end);
-        }
-    }
+    let (placed, failed) = shared.writer.lock().unwrap().write_batch(shared, batch);
     let stats = &shared.stats;
     stats
+        .flush_ns
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    stats
         .records
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        .fetch_add(placed.len() as u64, Ordering::Relaxed);
     stats.bytes.fetch_add(
-        batch.iter().map(|r| r.len() as u64).sum(),
+        batch[..placed.len()].iter().map(|r| r.len() as u64).sum(),
         Ordering::Relaxed,
     );
-    stats.syncs.fetch_add(1, Ordering::Relaxed);
-    Ok(placed)
+    if !placed.is_empty() {
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+    (placed, failed.err())
 }
 
 /// Bytes bound for the active segment, in a buffer whose start is page-aligned, as direct
@@ -851,9 +901,14 @@ impl RecentWrites {
     }
 
     fn forget_segment(&mut self, segment: u64) {
+        self.forget_from(segment, 0);
+    }
+
+    /// Forgets the writes to `segment` that started at `offset` or later.
+    fn forget_from(&mut self, segment: u64, offset: u64) {
         let keys: Vec<(u64, u64)> = self
             .chunks
-            .range((segment, 0)..=(segment, u64::MAX))
+            .range((segment, offset)..=(segment, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
@@ -869,7 +924,7 @@ impl RecentWrites {
 /// request to the disk), else buffered, to be synced with fdatasync.
 fn open_writer(path: &Path, direct: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut options = OpenOptions::new();
+    let mut options = fsutil::private_options();
     options.read(true).write(true);
     if direct {
         options.custom_flags(libc::O_DIRECT | libc::O_DSYNC);
@@ -898,47 +953,77 @@ struct WriterState {
     /// Opened for direct, synchronous writes where the filesystem allows (`Shared::direct`).
     file: Arc<File>,
     segment: u64,
-    /// Where the next record goes.
+    /// Where the next record goes: everything before it is durable.
     size: u64,
     /// The bytes of the last, partly filled page before `size`, written again (with what
     /// follows) by the next write, so every write starts on a page boundary.
     tail: Vec<u8>,
     /// Descriptions of the active segment's records, for its index when it is sealed.
     metas: Vec<RecordMeta>,
+    /// What a failed write left to repair before anything else is written.
+    damage: Option<Damage>,
+}
+
+/// What a failed write may have left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// The active segment may hold, from `size` up to `to`, bytes of records that were never
+    /// acknowledged; some may even pass their checksums. They are zeroed (or cut off) before
+    /// anything is written after them, or recovery could take them for commits.
+    Tail { to: u64 },
+    /// The active segment is durable and full, but sealing it or starting the next one failed.
+    Roll,
 }
 
 impl WriterState {
-    /// Writes the batch (sealing segments as they fill); returns where each record went, and
-    /// the file, segment and end offset that the caller must sync unless the log writes
-    /// synchronously.
-    #[allow(clippy::type_complexity)]
+    /// Writes the batch durably, sealing segments as they fill, after repairing what an earlier
+    /// failure left. Returns where each durable record went (a prefix of the batch) and the
+    /// error that stopped the rest.
     fn write_batch(
         &mut self,
         shared: &Shared,
         batch: &[Vec<u8>],
-    ) -> io::Result<(Vec<Appended>, Arc<File>, u64, u64)> {
-        let mut placed = Vec::with_capacity(batch.len());
+    ) -> (Vec<Appended>, io::Result<()>) {
+        let mut durable = Vec::with_capacity(batch.len());
+        if let Err(e) = self.repair(shared) {
+            return (durable, Err(e));
+        }
+        if batch.iter().any(|r| describe(r, 0, 0).is_none()) {
+            return (
+                durable,
+                Err(io::Error::other("a malformed record was appended")),
+            );
+        }
         let room: usize = batch.iter().map(Vec::len).sum();
         let mut staged = Staged::new(&self.tail, room);
+        let mut pending: Vec<Appended> = Vec::new();
         for record in batch {
             let end = self.write_start() + staged.len() as u64;
             if end + record.len() as u64 > shared.segment_bytes && end > SEGMENT_HEADER {
-                self.write_out(shared, staged)?;
-                self.seal_and_roll(shared)?;
+                if let Err(e) = self.write_durably(shared, staged, pending.len()) {
+                    return (durable, Err(e));
+                }
+                durable.append(&mut pending);
+                if let Err(e) = self.seal_and_roll(shared) {
+                    self.damage = Some(Damage::Roll);
+                    return (durable, Err(e));
+                }
                 staged = Staged::new(&self.tail, room);
             }
             let offset = self.write_start() + staged.len() as u64;
-            let meta = describe(record, self.segment, offset)
-                .ok_or_else(|| io::Error::other("a malformed record was appended"))?;
+            let meta = describe(record, self.segment, offset).expect("checked above");
             self.metas.push(meta);
             staged.push_record(record, self.segment);
-            placed.push(Appended {
+            pending.push(Appended {
                 segment: self.segment,
                 offset,
             });
         }
-        self.write_out(shared, staged)?;
-        Ok((placed, self.file.clone(), self.segment, self.size))
+        if let Err(e) = self.write_durably(shared, staged, pending.len()) {
+            return (durable, Err(e));
+        }
+        durable.append(&mut pending);
+        (durable, Ok(()))
     }
 
     /// Where the next write starts: the beginning of the page that holds `size`.
@@ -946,21 +1031,40 @@ impl WriterState {
         self.size - self.tail.len() as u64
     }
 
-    /// Writes `staged` (the partial page's known bytes, then new records) at `write_start`,
-    /// as whole pages: the last one zero-padded; the padding is overwritten by the next write
-    /// and reads as the end of the log until then. The written pages are kept in memory for
-    /// readers.
-    fn write_out(&mut self, shared: &Shared, mut staged: Staged) -> io::Result<()> {
+    /// Writes `staged` (the partial page's known bytes, then the last `records` records) at
+    /// `write_start`, as whole pages, and makes it durable: the last page is zero-padded; the
+    /// padding is overwritten by the next write and reads as the end of the log until then.
+    /// The written pages are kept in memory for readers. If it fails, the writer is as it
+    /// was before, with the range the write may have reached marked as damage.
+    fn write_durably(
+        &mut self,
+        shared: &Shared,
+        mut staged: Staged,
+        records: usize,
+    ) -> io::Result<()> {
         if staged.len() == self.tail.len() {
             return Ok(());
         }
         let start = self.write_start();
         let end = start + staged.len() as u64;
         let partial = staged.len() % WRITE_PAGE;
-        self.tail = staged.bytes()[staged.len() - partial..].to_vec();
+        let tail = staged.bytes()[staged.len() - partial..].to_vec();
         staged.pad_to_page();
-        self.file.write_all_at(staged.bytes(), start)?;
+        let reached = start + staged.len() as u64;
+        let written = self
+            .file
+            .write_all_at(staged.bytes(), start)
+            .and_then(|()| sync_unless_direct(&self.file, shared.direct));
+        if let Err(e) = written {
+            self.metas.truncate(self.metas.len() - records);
+            self.damage = Some(Damage::Tail { to: reached });
+            return Err(e);
+        }
         self.size = end;
+        self.tail = tail;
+        if let Some(size) = shared.sizes.lock().unwrap().get_mut(&self.segment) {
+            *size = (*size).max(end);
+        }
         shared
             .recent
             .lock()
@@ -969,8 +1073,50 @@ impl WriterState {
         Ok(())
     }
 
+    /// Undoes what a failed write left: zeroes the bytes it may have written past the durable
+    /// end (or, when the disk has no room even for that, cuts the segment after the last
+    /// durable page), or finishes an interrupted rollover. Nothing acknowledged is touched.
+    fn repair(&mut self, shared: &Shared) -> io::Result<()> {
+        match self.damage {
+            None => return Ok(()),
+            Some(Damage::Roll) => self.seal_and_roll(shared)?,
+            Some(Damage::Tail { to }) => {
+                let start = self.write_start();
+                let mut page = Staged::new(&self.tail, 0);
+                page.pad_to_page();
+                let after = start + page.len() as u64;
+                let zeroed = self
+                    .file
+                    .write_all_at(page.bytes(), start)
+                    .and_then(|()| write_zeros(&self.file, after, to))
+                    .and_then(|()| sync_unless_direct(&self.file, shared.direct));
+                if let Err(e) = zeroed {
+                    if !fsutil::is_disk_full(&e) {
+                        return Err(e);
+                    }
+                    // The segment grew into the damage (it was not preallocated): cut it off.
+                    self.file.write_all_at(page.bytes(), start)?;
+                    self.file.set_len(after)?;
+                    self.file.sync_all()?;
+                }
+                shared
+                    .recent
+                    .lock()
+                    .unwrap()
+                    .forget_from(self.segment, start);
+            }
+        }
+        tracing::info!(
+            segment = self.segment,
+            "the change log repaired what a failed write left"
+        );
+        self.damage = None;
+        Ok(())
+    }
+
     /// Makes the active segment durable, writes its index, and starts the next one in the
-    /// spare (or, if the preallocator is behind, in a file that grows).
+    /// spare (or, if the preallocator is behind, in a file that grows). Safe to repeat after
+    /// a failure part way.
     fn seal_and_roll(&mut self, shared: &Shared) -> io::Result<()> {
         self.file.sync_data()?;
         write_index(&shared.dir, self.segment, self.size, &self.metas)?;
@@ -983,12 +1129,10 @@ impl WriterState {
             wanted.lock().unwrap().0 = true;
             wake.notify_all();
         }
-        shared
-            .files
-            .write()
-            .unwrap()
-            .insert(next, Arc::new(File::open(&path)?));
-        self.file = Arc::new(open_writer(&path, shared.direct)?);
+        let reader = Arc::new(File::open(&path)?);
+        let writer = Arc::new(open_writer(&path, shared.direct)?);
+        shared.files.write().unwrap().insert(next, reader);
+        self.file = writer;
         self.segment = next;
         self.size = SEGMENT_HEADER;
         self.tail = segment_header(next);
@@ -997,6 +1141,25 @@ impl WriterState {
         shared.active.store(next, Ordering::Release);
         Ok(())
     }
+}
+
+fn sync_unless_direct(file: &File, direct: bool) -> io::Result<()> {
+    if direct {
+        Ok(())
+    } else {
+        file.sync_data()
+    }
+}
+
+/// Writes zeros over `from..to` (both page-aligned, as direct I/O requires).
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.0.len() as u64) as usize;
+        file.write_all_at(&ZEROS.0[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Keeps a zero-filled spare segment ready: overwriting preallocated blocks lets a sync write
@@ -1042,7 +1205,7 @@ static ZEROS: Zeros = Zeros([0; 1 << 20]);
 fn zero_file(path: &Path, len: u64) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let aligned = len.is_multiple_of(4096);
-    let direct = OpenOptions::new()
+    let direct = fsutil::private_options()
         .write(true)
         .create(true)
         .truncate(true)
@@ -1058,7 +1221,7 @@ fn zero_file(path: &Path, len: u64) -> io::Result<()> {
             }
             Ok(())
         }
-        _ => zero_fill(&File::create(path)?, 0, len),
+        _ => zero_fill(&fsutil::create_private(path)?, 0, len),
     }
 }
 
@@ -1077,6 +1240,8 @@ fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
 /// a new file that grows as it is written.
 fn start_segment(dir: &Path, number: u64) -> io::Result<()> {
     let path = segment_path(dir, number);
+    // A file there is what an interrupted rollover made: no record was written to it.
+    remove_if_exists(&path)?;
     match std::fs::rename(dir.join(SPARE), &path) {
         Ok(()) => {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
@@ -1121,7 +1286,7 @@ fn segment_header(number: u64) -> Vec<u8> {
 
 /// Creates segment `number`, zero-filled to `preallocate` bytes.
 fn create_segment(dir: &Path, number: u64, preallocate: u64) -> io::Result<()> {
-    let file = OpenOptions::new()
+    let file = fsutil::private_options()
         .read(true)
         .write(true)
         .create_new(true)
@@ -1297,29 +1462,6 @@ fn parse_index(bytes: &[u8], number: u64, segment_len: u64) -> Option<(Vec<Recor
         });
     }
     Some((metas, data_end))
-}
-
-/// Writes a file so that a crash leaves either the old or the new content: a temporary file,
-/// synced, renamed over, and the directory synced.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

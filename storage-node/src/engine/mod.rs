@@ -24,12 +24,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use self::log::Log;
-use self::sql::SqlVolume;
+use self::sql::{SqlLimits, SqlVolume};
 use self::volume::{Clock, Volume, VolumeError};
 use crate::api::{
     BacktrackList, BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult,
     VolumeFigures, MAX_WINDOW_SECS,
 };
+use crate::fsutil::{self, DirLock};
 
 /// How the engine is tuned.
 #[derive(Debug, Clone)]
@@ -45,6 +46,11 @@ pub struct EngineConfig {
     pub maintenance_interval: Duration,
     /// Open transactions unused this long are rolled back.
     pub transaction_idle_timeout: Duration,
+    /// What one SQL call may use: time, and the size of one transaction.
+    pub sql_limits: SqlLimits,
+    /// The most memory SQLite may allocate in this process, over all volumes (its hard heap
+    /// limit): a statement that needs more fails with an out-of-memory error.
+    pub sql_memory_limit_bytes: u64,
 }
 
 impl EngineConfig {
@@ -55,6 +61,8 @@ impl EngineConfig {
             log_budget_bytes: 64 << 30,
             maintenance_interval: Duration::from_secs(10),
             transaction_idle_timeout: Duration::from_secs(180),
+            sql_limits: SqlLimits::default(),
+            sql_memory_limit_bytes: 1 << 30,
         }
     }
 
@@ -67,6 +75,10 @@ impl EngineConfig {
                 "the log budget ({} bytes) must hold at least two segments ({} bytes each)",
                 self.log_budget_bytes, self.segment_bytes
             ));
+        }
+        self.sql_limits.validate()?;
+        if self.sql_memory_limit_bytes < 64 << 20 {
+            return Err("the SQL memory limit must be at least 64 MiB".into());
         }
         Ok(())
     }
@@ -92,6 +104,8 @@ pub struct Engine {
     maintaining: Mutex<()>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// This engine is the data directory's only user while it holds this (until closed).
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Engine {
@@ -99,13 +113,19 @@ impl Engine {
     /// interrupted fold, and starts maintenance.
     pub fn open(config: EngineConfig) -> io::Result<Arc<Engine>> {
         config.validate().map_err(io::Error::other)?;
+        let lock = DirLock::acquire(&config.data_dir, "backtrack-storage-node")?;
+        // What an older version left readable by others becomes private.
+        for own in ["log", "volumes"] {
+            fsutil::make_tree_private(&config.data_dir.join(own));
+        }
         vfs::ensure_registered().map_err(io::Error::other)?;
+        sql::set_memory_limit(config.sql_memory_limit_bytes).map_err(io::Error::other)?;
         let started = std::time::Instant::now();
         let (log, records) = Log::open(&config.data_dir.join("log"), config.segment_bytes)?;
         let log = Arc::new(log);
         let clock = Arc::new(Clock::default());
         let volumes_dir = config.data_dir.join("volumes");
-        std::fs::create_dir_all(&volumes_dir)?;
+        fsutil::create_private_dir_all(&volumes_dir)?;
         let mut volumes = HashMap::new();
         for entry in std::fs::read_dir(&volumes_dir)? {
             let dir = entry?.path();
@@ -121,7 +141,7 @@ impl Engine {
             }
             match Volume::open(&dir, &records, log.clone(), clock.clone())? {
                 Some(volume) => {
-                    let sql = SqlVolume::new(Arc::new(volume))
+                    let sql = SqlVolume::with_limits(Arc::new(volume), config.sql_limits)
                         .map_err(|e| io::Error::other(e.message))?;
                     volumes.insert(name, Arc::new(sql));
                 }
@@ -144,6 +164,7 @@ impl Engine {
             maintaining: Mutex::new(()),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             worker: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
         });
         engine.delete_unneeded_segments();
         let worker = spawn_maintenance(
@@ -190,7 +211,10 @@ impl Engine {
         }
         let dir = self.config.data_dir.join("volumes").join(id);
         let volume = Volume::create(&dir, id, window_secs, self.log.clone(), self.clock.clone())?;
-        let sql = Arc::new(SqlVolume::new(Arc::new(volume))?);
+        let sql = Arc::new(SqlVolume::with_limits(
+            Arc::new(volume),
+            self.config.sql_limits,
+        )?);
         tracing::info!(volume = id, window_secs, "volume created");
         let out = figures(&sql);
         volumes.insert(id.to_string(), sql);
@@ -217,7 +241,7 @@ impl Engine {
         let dir = sql.volume().dir().to_path_buf();
         let doomed = dir.with_file_name(format!(".deleted-{}", sql.volume().uuid));
         std::fs::rename(&dir, &doomed)?;
-        log::sync_dir(dir.parent().unwrap_or(&dir))?;
+        crate::fsutil::sync_dir(dir.parent().unwrap_or(&dir))?;
         std::fs::remove_dir_all(&doomed)?;
         tracing::info!(volume = id, "volume deleted");
         Ok(())
@@ -294,6 +318,8 @@ impl Engine {
     pub fn maintain(&self) -> Maintenance {
         let _one_pass = self.maintaining.lock().unwrap();
         let mut done = Maintenance::default();
+        // A failed write (a full disk) is repaired as soon as it can be, writes or not.
+        self.log.try_repair();
         let volumes: Vec<Arc<SqlVolume>> = self.volumes.read().unwrap().values().cloned().collect();
         for sql in &volumes {
             match sql.volume().fold_for_window() {
@@ -365,6 +391,13 @@ impl Engine {
         deleted
     }
 
+    /// Interrupts every statement running on any volume (the node is stopping).
+    pub fn interrupt_all(&self) {
+        for sql in self.volumes.read().unwrap().values() {
+            sql.interrupt_running();
+        }
+    }
+
     /// Stops maintenance and the log writer.
     pub fn close(&self) {
         {
@@ -377,6 +410,7 @@ impl Engine {
         }
         self.volumes.write().unwrap().clear();
         self.log.close();
+        self.lock.lock().unwrap().take();
     }
 }
 
@@ -422,7 +456,7 @@ fn figures(sql: &SqlVolume) -> VolumeFigures {
 fn not_found(id: &str) -> VolumeError {
     VolumeError::new(
         ErrorCode::VolumeNotFound,
-        format!("volume {id} does not exist"),
+        format!("no volume {id:?} on this node"),
     )
 }
 

@@ -3,21 +3,31 @@
 //! own, and the quiescing a backtrack needs (refuse new calls, interrupt running statements,
 //! wait for them, close every connection, rolling back open transactions).
 //!
-//! A policy installed on every connection refuses what would bypass the log or leave the
-//! volume: changing the journal mode, locking mode or page size, ATTACH, and transaction
-//! statements outside the calls made for them (BeginTransaction and friends).
+//! A policy installed on every connection refuses what would bypass the log, weaken
+//! durability or leave the volume: changing the journal mode, locking mode, page size or
+//! synchronous setting, writable_schema, ATTACH, extensions, and transaction statements outside
+//! the calls made for them (BeginTransaction and friends). Connections are isolated: a call
+//! that changes its connection's state (a PRAGMA setting, a temporary table or trigger) gets a
+//! connection that is closed after it, never handed to the next caller.
+//!
+//! Limits ([`SqlLimits`]): a call running past the statement time limit is interrupted inside
+//! SQLite (a progress handler checks the deadline) and rolled back; one transaction may stage
+//! at most so many bytes (they stay in memory until it commits); a value at most 64 MiB; and
+//! SQLite's heap, over the whole process, is bounded. A batch (one statement with several
+//! parameter sets) takes effect entirely or not at all.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{CachedStatement, Connection, InterruptHandle, OpenFlags};
 
-use super::vfs::{self, VFS_NAME};
+use super::vfs::{self, VfsFailure, VFS_NAME};
 use super::volume::{Volume, VolumeError};
 use crate::api::{
     BacktrackOutcome, BacktrackRequest, Column, ErrorCode, ExecuteRequest, ExecuteResult,
@@ -30,6 +40,92 @@ pub const MAX_RESULT_BYTES: usize = 16 << 20;
 pub const MAX_TRANSACTIONS: usize = 64;
 const IDLE_CONNECTIONS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest string or BLOB a statement may build (SQLite's own limit is 1 GB, in memory).
+const MAX_VALUE_BYTES: i32 = 64 << 20;
+/// How many virtual-machine steps SQLite runs between two looks at the statement's deadline.
+const PROGRESS_STEPS: i32 = 10_000;
+
+/// What one SQL call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// A call (a statement, or a whole batch) still running after this is interrupted, and
+    /// what it did is rolled back.
+    pub statement_timeout: Duration,
+    /// The most bytes one transaction may write: its pages are held in memory until it
+    /// commits.
+    pub max_transaction_bytes: u64,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            statement_timeout: Duration::from_secs(10),
+            max_transaction_bytes: 256 << 20,
+        }
+    }
+}
+
+impl SqlLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.statement_timeout < Duration::from_millis(1) {
+            return Err("the statement time limit must be at least 1 ms".into());
+        }
+        if self.max_transaction_bytes < 1 << 20 {
+            return Err("the transaction size limit must be at least 1 MiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// Bounds SQLite's memory over the whole process: at `bytes` allocations fail (the statement
+/// gets an out-of-memory error); from half of it, SQLite first gives back cache memory.
+pub fn set_memory_limit(bytes: u64) -> Result<(), String> {
+    let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+    for (pragma, value) in [("hard_heap_limit", bytes), ("soft_heap_limit", bytes / 2)] {
+        conn.query_row(&format!("PRAGMA {pragma} = {value}"), [], |_| Ok(()))
+            .map_err(|e| format!("cannot set SQLite's {pragma}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// When the call running on a connection must stop, and whether it was stopped for that.
+#[derive(Default)]
+struct Deadline {
+    /// Nanoseconds after [`epoch`]; 0 when no call runs.
+    at: AtomicU64,
+    fired: AtomicBool,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Deadline {
+    fn start(&self, timeout: Duration) {
+        self.fired.store(false, Ordering::Relaxed);
+        let at = (epoch().elapsed() + timeout).as_nanos() as u64;
+        self.at.store(at.max(1), Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.at.store(0, Ordering::Relaxed);
+    }
+
+    /// Called by SQLite's progress handler: `true` stops the statement.
+    fn passed(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        let passed = at != 0 && epoch().elapsed().as_nanos() as u64 >= at;
+        if passed {
+            self.fired.store(true, Ordering::Relaxed);
+        }
+        passed
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::Relaxed)
+    }
+}
 
 /// An open transaction's connection and when it was last used; `None` once it ended.
 type TxSlot = Arc<Mutex<Option<(Conn, Instant)>>>;
@@ -39,6 +135,10 @@ type TxSlot = Arc<Mutex<Option<(Conn, Instant)>>>;
 struct Conn {
     conn: Connection,
     refusal: Arc<Mutex<Option<&'static str>>>,
+    /// Set when a statement changed the connection's own state (a PRAGMA setting, a temporary
+    /// object): the connection then serves no other caller.
+    tainted: Arc<AtomicBool>,
+    deadline: Arc<Deadline>,
     /// SQL texts already found to hold exactly one statement: their prepared statements are
     /// kept in the connection's cache, so a repeated statement is parsed once per connection.
     single: RefCell<HashSet<String>>,
@@ -50,6 +150,7 @@ const STATEMENT_CACHE: usize = 64;
 pub struct SqlVolume {
     volume: Arc<Volume>,
     db_name: String,
+    limits: SqlLimits,
     /// Statements hold it shared; a backtrack or a deletion holds it exclusively.
     gate: RwLock<()>,
     /// Set while a backtrack switches the volume (and for good once it is deleted).
@@ -62,10 +163,16 @@ pub struct SqlVolume {
 
 impl SqlVolume {
     pub fn new(volume: Arc<Volume>) -> Result<SqlVolume, VolumeError> {
+        SqlVolume::with_limits(volume, SqlLimits::default())
+    }
+
+    pub fn with_limits(volume: Arc<Volume>, limits: SqlLimits) -> Result<SqlVolume, VolumeError> {
         let db_name = vfs::register_volume(&volume).map_err(VolumeError::internal)?;
+        volume.set_transaction_limit(limits.max_transaction_bytes);
         Ok(SqlVolume {
             volume,
             db_name,
+            limits,
             gate: RwLock::new(()),
             switching: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
@@ -91,16 +198,13 @@ impl SqlVolume {
         if self.volume.is_deleted() {
             return Err(VolumeError::new(
                 ErrorCode::VolumeNotFound,
-                format!("volume {} was deleted", self.volume.id),
+                "the volume was deleted",
             ));
         }
         if self.is_switching() {
             return Err(VolumeError::new(
                 ErrorCode::Unavailable,
-                format!(
-                    "volume {} is being backtracked; the database is unavailable for a moment",
-                    self.volume.id
-                ),
+                "the volume is being backtracked; the database is unavailable for a moment",
             ));
         }
         Ok(())
@@ -125,19 +229,30 @@ impl SqlVolume {
         )
         .map_err(sql_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
         let refusal = Arc::new(Mutex::new(None));
-        let why = refusal.clone();
+        let tainted = Arc::new(AtomicBool::new(false));
+        let (why, changed) = (refusal.clone(), tainted.clone());
         conn.authorizer(Some(move |ctx: AuthContext<'_>| match policy(&ctx) {
-            Some(reason) => {
+            Verdict::Allow => Authorization::Allow,
+            Verdict::Taint => {
+                changed.store(true, Ordering::Relaxed);
+                Authorization::Allow
+            }
+            Verdict::Deny(reason) => {
                 *why.lock().unwrap() = Some(reason);
                 Authorization::Deny
             }
-            None => Authorization::Allow,
         }));
+        let deadline = Arc::new(Deadline::default());
+        let watch = deadline.clone();
+        conn.progress_handler(PROGRESS_STEPS, Some(move || watch.passed()));
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Conn {
             conn,
             refusal,
+            tainted,
+            deadline,
             single: RefCell::new(HashSet::new()),
         })
     }
@@ -158,10 +273,7 @@ impl SqlVolume {
                     // Never hand a connection with a transaction in it to the next caller.
                     let _ = conn.conn.execute_batch("ROLLBACK");
                 }
-                let mut idle = self.idle.lock().unwrap();
-                if idle.len() < IDLE_CONNECTIONS {
-                    idle.push(conn);
-                }
+                self.give_back(conn, &result);
                 result
             }
             Some(id) => {
@@ -171,8 +283,40 @@ impl SqlVolume {
                     return Err(transaction_not_found(id));
                 };
                 *last_used = Instant::now();
-                self.run(conn, request)
+                let result = self.run(conn, request);
+                let timed_out = matches!(&result, Err(e) if e.code == ErrorCode::StatementTimeout);
+                if !timed_out && !conn.conn.is_autocommit() {
+                    return result;
+                }
+                // The transaction is over: SQLite rolled it back after an error (a full disk,
+                // no memory), or it ran out of time; closing the connection rolls back the rest.
+                *slot = None;
+                drop(slot);
+                self.transactions.lock().unwrap().remove(id);
+                Err(match result {
+                    Err(e) => e.rolled_back(),
+                    Ok(_) => VolumeError::new(
+                        ErrorCode::SqlError,
+                        "the transaction was rolled back by the database engine",
+                    ),
+                })
             }
+        }
+    }
+
+    /// Returns a connection to the pool, unless it must not serve another caller: its state
+    /// was changed, or its call failed in a way that leaves memory or doubt behind.
+    fn give_back(&self, conn: Conn, result: &Result<ExecuteResult, VolumeError>) {
+        let failed_hard = matches!(result, Err(e) if matches!(
+            e.code,
+            ErrorCode::StatementTimeout | ErrorCode::StorageFull | ErrorCode::Internal
+        ));
+        if conn.tainted.load(Ordering::Relaxed) || failed_hard {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(conn);
         }
     }
 
@@ -185,6 +329,9 @@ impl SqlVolume {
             .ok_or_else(|| transaction_not_found(id))
     }
 
+    /// Runs the request's statement, within its time limit; a batch runs inside a savepoint,
+    /// so that it takes effect entirely or not at all (in autocommit the savepoint is the
+    /// whole transaction).
     fn run(&self, conn: &Conn, request: &ExecuteRequest) -> Result<ExecuteResult, VolumeError> {
         check_transaction_statement(&request.sql, request.transaction_id.is_some())?;
         let run = self.next_run.fetch_add(1, Ordering::Relaxed);
@@ -193,14 +340,58 @@ impl SqlVolume {
             .unwrap()
             .insert(run, conn.conn.get_interrupt_handle());
         *conn.refusal.lock().unwrap() = None;
-        let result = execute_statement(conn, request);
+        vfs::take_failure();
+        conn.deadline.start(self.limits.statement_timeout);
+        let result = if request.param_sets.is_some() {
+            run_batch(conn, request)
+        } else {
+            execute_statement(conn, request)
+        };
+        conn.deadline.clear();
         self.running.lock().unwrap().remove(&run);
-        result.map_err(|e| match conn.refusal.lock().unwrap().take() {
+        result.map_err(|e| self.explain(conn, e))
+    }
+
+    /// Puts what SQLite could not say into an error: the time limit that stopped the
+    /// statement, why the storage refused a write, or why the policy refused the statement.
+    fn explain(&self, conn: &Conn, e: VolumeError) -> VolumeError {
+        if conn.deadline.fired() {
+            return VolumeError::new(
+                ErrorCode::StatementTimeout,
+                format!(
+                    "the statement ran longer than the limit of {} and was stopped; it did \
+                     not take effect",
+                    describe_duration(self.limits.statement_timeout)
+                ),
+            );
+        }
+        match vfs::take_failure() {
+            Some(VfsFailure::Commit(why)) => return why,
+            Some(VfsFailure::TransactionTooLarge { limit_bytes }) => {
+                return VolumeError::new(
+                    ErrorCode::SqlError,
+                    format!(
+                        "the transaction writes more than the limit of {} MiB for one \
+                         transaction; it did not take effect: write in smaller transactions",
+                        limit_bytes >> 20
+                    ),
+                )
+            }
+            None => {}
+        }
+        match conn.refusal.lock().unwrap().take() {
             Some(reason) if e.code == ErrorCode::SqlError => {
                 VolumeError::new(ErrorCode::SqlError, format!("{}: {reason}", e.message))
             }
             _ => e,
-        })
+        }
+    }
+
+    /// Interrupts every statement running on the volume (the node is stopping).
+    pub fn interrupt_running(&self) {
+        for handle in self.running.lock().unwrap().values() {
+            handle.interrupt();
+        }
     }
 
     pub fn begin(&self) -> Result<String, VolumeError> {
@@ -211,8 +402,8 @@ impl SqlVolume {
             return Err(VolumeError::new(
                 ErrorCode::SqlError,
                 format!(
-                    "volume {} already has {MAX_TRANSACTIONS} open transactions",
-                    self.volume.id
+                    "the database already has {MAX_TRANSACTIONS} open transactions; commit or \
+                     roll back some first"
                 ),
             ));
         }
@@ -243,11 +434,15 @@ impl SqlVolume {
         let Some((conn, _)) = taken else {
             return Err(transaction_not_found(id));
         };
-        let result = conn.conn.execute_batch(verb).map_err(sql_error);
+        vfs::take_failure();
+        let result = conn
+            .conn
+            .execute_batch(verb)
+            .map_err(|e| self.explain(&conn, sql_error(e)));
         if result.is_err() && !conn.conn.is_autocommit() {
             let _ = conn.conn.execute_batch("ROLLBACK");
         }
-        result
+        result.map_err(VolumeError::rolled_back)
     }
 
     /// Rolls back transactions unused for longer than `idle`, as the Data API does.
@@ -283,7 +478,7 @@ impl SqlVolume {
         if self.switching.swap(true, Ordering::AcqRel) {
             return Err(VolumeError::new(
                 ErrorCode::Unavailable,
-                format!("volume {} is already being backtracked", self.volume.id),
+                "the volume is already being backtracked",
             ));
         }
         let result = (|| {
@@ -291,7 +486,7 @@ impl SqlVolume {
             if open > 0 && !request.force {
                 return Err(VolumeError::new(
                     ErrorCode::OpenTransactions,
-                    format!("volume {} has {open} open transaction(s); backtrack with force to roll them back", self.volume.id),
+                    format!("the volume has {open} open transaction(s); backtrack with force to roll them back"),
                 ));
             }
             let rolled_back = self.close_all();
@@ -312,9 +507,7 @@ impl SqlVolume {
     /// Interrupts running statements, waits for them, and closes every connection; returns
     /// how many open transactions were rolled back.
     fn close_all(&self) -> u32 {
-        for handle in self.running.lock().unwrap().values() {
-            handle.interrupt();
-        }
+        self.interrupt_running();
         let _exclusive = self.gate.write().unwrap();
         self.idle.lock().unwrap().clear();
         let transactions: Vec<_> = self.transactions.lock().unwrap().drain().collect();
@@ -335,25 +528,99 @@ impl Drop for SqlVolume {
     }
 }
 
-/// Why a user's statement is refused, if it is.
-fn policy(ctx: &AuthContext<'_>) -> Option<&'static str> {
+/// What the policy makes of one action of a statement being prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    /// Allowed, but it changes the connection's own state: the connection serves no one else.
+    Taint,
+    /// Refused, and why.
+    Deny(&'static str),
+}
+
+/// What a user's statement may do.
+fn policy(ctx: &AuthContext<'_>) -> Verdict {
     match ctx.action {
         AuthAction::Pragma {
             pragma_name,
-            pragma_value: Some(_),
-        } if matches!(
-            pragma_name.to_ascii_lowercase().as_str(),
-            "journal_mode" | "locking_mode" | "page_size" | "mmap_size" | "temp_store_directory" | "data_store_directory"
-        ) =>
-        {
-            Some("the journal mode, locking mode, page size and file mapping are the storage engine's")
-        }
+            pragma_value,
+        } => pragma_policy(&pragma_name.to_ascii_lowercase(), pragma_value.is_some()),
         // VACUUM attaches a temporary database (empty name); nothing else may be attached.
-        AuthAction::Attach { filename } if !filename.is_empty() => Some("ATTACH of another database is not available"),
-        AuthAction::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
-            Some("extensions cannot be loaded")
+        AuthAction::Attach { filename } if !filename.is_empty() => {
+            Verdict::Deny("ATTACH of another database is not available")
         }
-        _ => None,
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Verdict::Deny("extensions cannot be loaded")
+        }
+        // Temporary objects live in the connection; a temporary trigger on a table would fire
+        // for whoever used the connection next.
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => Verdict::Taint,
+        _ => Verdict::Allow,
+    }
+}
+
+/// PRAGMAs: reading one changes nothing. Setting one is refused when it belongs to the storage
+/// engine or would weaken durability or safety, or reach past the connection (the heap
+/// limits, temp_store, threads); allowed without further ado when it is a query with an
+/// argument or a setting stored in the database itself; and otherwise (a per-connection
+/// setting such as foreign_keys, query_only, busy_timeout, cache_size) allowed on a connection
+/// that is closed after the call.
+fn pragma_policy(name: &str, with_value: bool) -> Verdict {
+    const ENGINE: &[&str] = &[
+        "journal_mode",
+        "locking_mode",
+        "page_size",
+        "mmap_size",
+        "temp_store_directory",
+        "data_store_directory",
+    ];
+    const UNSAFE: &[&str] = &[
+        "synchronous",
+        "fullfsync",
+        "checkpoint_fullfsync",
+        "writable_schema",
+        "schema_version",
+        "hard_heap_limit",
+        "soft_heap_limit",
+        "temp_store",
+        "threads",
+    ];
+    const SHARED: &[&str] = &[
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_info",
+        "index_xinfo",
+        "index_list",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+        "optimize",
+        "incremental_vacuum",
+        "user_version",
+        "application_id",
+        "auto_vacuum",
+        "encoding",
+    ];
+    if !with_value || SHARED.contains(&name) {
+        Verdict::Allow
+    } else if ENGINE.contains(&name) {
+        Verdict::Deny(
+            "the journal mode, locking mode, page size and file mapping are the storage engine's",
+        )
+    } else if UNSAFE.contains(&name) {
+        Verdict::Deny(
+            "this setting would weaken durability or safety, or change the whole node \
+             (synchronous, writable_schema, schema_version, heap limits, temp_store, threads)",
+        )
+    } else {
+        Verdict::Taint
     }
 }
 
@@ -480,13 +747,23 @@ fn execute_statement(conn: &Conn, request: &ExecuteRequest) -> Result<ExecuteRes
     };
     let mut bytes = 0usize;
     let mut last_rowid = conn.last_insert_rowid();
-    for params in sets {
-        let bound = bind_order(&statement, params, request.param_names.as_deref())?;
+    let count = sets.len();
+    for (set, params) in sets.into_iter().enumerate() {
+        // In a batch, an error names the parameter set it came from.
+        let in_set = |e: VolumeError| match &request.param_sets {
+            Some(_) => VolumeError::new(
+                e.code,
+                format!("parameter set {} of {count}: {}", set + 1, e.message),
+            ),
+            None => e,
+        };
+        let bound =
+            bind_order(&statement, params, request.param_names.as_deref()).map_err(in_set)?;
         let before = conn.total_changes();
         let mut rows = statement
             .query(rusqlite::params_from_iter(bound.into_iter().map(to_sql)))
-            .map_err(sql_error)?;
-        while let Some(row) = rows.next().map_err(sql_error)? {
+            .map_err(|e| in_set(sql_error(e)))?;
+        while let Some(row) = rows.next().map_err(|e| in_set(sql_error(e)))? {
             // A cached statement is prepared again by its first step when the schema changed
             // since: its columns are read from it as it runs, never before.
             let count = row.as_ref().column_count();
@@ -524,6 +801,30 @@ fn execute_statement(conn: &Conn, request: &ExecuteRequest) -> Result<ExecuteRes
     }
     result.columns = columns_of(&statement);
     Ok(result)
+}
+
+/// Runs a batch inside a savepoint, so that all its parameter sets take effect or none does
+/// (outside a transaction, the savepoint is the transaction).
+fn run_batch(conn: &Conn, request: &ExecuteRequest) -> Result<ExecuteResult, VolumeError> {
+    conn.conn
+        .execute_batch("SAVEPOINT backtrack_batch")
+        .map_err(sql_error)?;
+    let result = execute_statement(conn, request).and_then(|result| {
+        conn.conn
+            .execute_batch("RELEASE backtrack_batch")
+            .map_err(sql_error)?;
+        Ok(result)
+    });
+    if let Err(e) = result {
+        let _ = conn
+            .conn
+            .execute_batch("ROLLBACK TO backtrack_batch; RELEASE backtrack_batch");
+        return Err(VolumeError::new(
+            e.code,
+            format!("{}; no parameter set of the batch took effect", e.message),
+        ));
+    }
+    result
 }
 
 /// The values in the order of the statement's parameters: as given, or placed by name.
@@ -615,20 +916,43 @@ fn transaction_not_found(id: &str) -> VolumeError {
 }
 
 /// SQLite's own message for a refused statement; an I/O failure is the node's, not the user's,
-/// and an interrupted statement was stopped by a backtrack (only the quiescing interrupts).
+/// and an interrupted statement was stopped by a backtrack or by the node stopping (a
+/// statement stopped by its time limit is told apart by the caller, which knows the deadline).
 fn sql_error(e: rusqlite::Error) -> VolumeError {
     if let rusqlite::Error::SqliteFailure(failure, _) = &e {
-        if failure.code == rusqlite::ErrorCode::SystemIoFailure {
-            return VolumeError::internal(format!("storage failure: {e}"));
-        }
-        if failure.code == rusqlite::ErrorCode::OperationInterrupted {
-            return VolumeError::new(
-                ErrorCode::Unavailable,
-                "the statement was interrupted because the volume is being backtracked; it did not take effect, retry it",
-            );
+        match failure.code {
+            rusqlite::ErrorCode::SystemIoFailure => {
+                return VolumeError::internal(format!("storage failure: {e}"))
+            }
+            rusqlite::ErrorCode::OperationInterrupted => {
+                return VolumeError::new(
+                    ErrorCode::Unavailable,
+                    "the statement was interrupted because the volume is being backtracked (or \
+                     the node is stopping); it did not take effect, retry it",
+                )
+            }
+            rusqlite::ErrorCode::OutOfMemory => {
+                return VolumeError::new(
+                    ErrorCode::SqlError,
+                    "out of memory: the statement needs more memory than the storage node \
+                     allows SQL; it did not take effect",
+                )
+            }
+            _ => {}
         }
     }
     VolumeError::new(ErrorCode::SqlError, e.to_string())
+}
+
+/// `10 s`, `1.5 s`, `250 ms`.
+fn describe_duration(d: Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{} s", d.as_secs())
+    } else if d >= Duration::from_secs(1) {
+        format!("{} s", d.as_secs_f64())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }
 
 #[cfg(test)]

@@ -24,10 +24,36 @@ use std::sync::{Arc, OnceLock, RwLock, Weak};
 use libsqlite3_sys as ffi;
 
 use super::log::PAGE_SIZE;
-use super::volume::{Snapshot, Volume};
+use super::volume::{Snapshot, Volume, VolumeError};
+use crate::api::ErrorCode;
 
 pub const VFS_NAME: &str = "backtrack";
 const NAME_PREFIX: &str = "btvol:";
+
+/// Why a call into this VFS failed, beyond the code SQLite gets: SQLite only reports
+/// "database or disk is full" or "disk I/O error", so the SQL layer reads the reason from here.
+/// SQLite calls the VFS on the thread that runs the statement, so the reason is kept per
+/// thread; the SQL layer clears it before each call and takes it after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VfsFailure {
+    /// The transaction staged more pages than a volume takes in one transaction.
+    TransactionTooLarge { limit_bytes: u64 },
+    /// The commit failed in the volume (a full disk, a failed write).
+    Commit(VolumeError),
+}
+
+thread_local! {
+    static FAILURE: std::cell::RefCell<Option<VfsFailure>> = const { std::cell::RefCell::new(None) };
+}
+
+fn fail(why: VfsFailure) {
+    FAILURE.with(|f| *f.borrow_mut() = Some(why));
+}
+
+/// Takes (and clears) the reason of this thread's last VFS failure.
+pub fn take_failure() -> Option<VfsFailure> {
+    FAILURE.with(|f| f.borrow_mut().take())
+}
 
 fn registry() -> &'static RwLock<HashMap<String, Weak<Volume>>> {
     static REGISTRY: OnceLock<RwLock<HashMap<String, Weak<Volume>>>> = OnceLock::new();
@@ -198,8 +224,18 @@ impl FileState {
                 ffi::SQLITE_OK
             }
             Err(e) => {
-                tracing::error!(volume = %self.volume.id, error = %e, "commit failed");
-                ffi::SQLITE_IOERR
+                let full = e.code == ErrorCode::StorageFull;
+                if full {
+                    tracing::warn!(volume = %self.volume.id, "commit refused: the disk is full");
+                } else {
+                    tracing::error!(volume = %self.volume.id, error = %e, "commit failed");
+                }
+                fail(VfsFailure::Commit(e));
+                if full {
+                    ffi::SQLITE_FULL
+                } else {
+                    ffi::SQLITE_IOERR
+                }
             }
         }
     }
@@ -373,6 +409,15 @@ unsafe extern "C" fn x_write(
         // SAFETY: SQLite provides `amount` readable bytes at `buf`.
         let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), PAGE_SIZE) };
         let index = (offset / PAGE_SIZE as i64) as u32;
+        let limit = st.volume.transaction_limit_pages();
+        if stage.pages.len() >= limit && !stage.pages.contains_key(&index) {
+            // Staged pages live in memory until the commit: one transaction must not be able
+            // to take the node's memory.
+            fail(VfsFailure::TransactionTooLarge {
+                limit_bytes: limit as u64 * PAGE_SIZE as u64,
+            });
+            return ffi::SQLITE_FULL;
+        }
         stage.pages.insert(index, bytes.into());
         stage.db_pages = stage.db_pages.max(index + 1);
         ffi::SQLITE_OK

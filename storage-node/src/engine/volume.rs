@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::log::{self, Log, LogError, RecordKind, RecordMeta, PAGE_SIZE};
 use super::timeline::{CommitInfo, LiveSet, Timeline, TimelineEvent};
 use crate::api::{BacktrackOutcome, BacktrackRequest, ErrorCode, VolumeFigures};
+use crate::fsutil;
 
 const META_FORMAT: u32 = 1;
 /// Backtrack outcomes are remembered this long for idempotent retries.
@@ -85,6 +86,14 @@ impl VolumeError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         VolumeError::new(ErrorCode::Internal, e.to_string())
     }
+
+    /// The same error, saying that the transaction it ended was rolled back.
+    pub fn rolled_back(self) -> Self {
+        VolumeError::new(
+            self.code,
+            format!("{}; the transaction was rolled back", self.message),
+        )
+    }
 }
 
 impl std::fmt::Display for VolumeError {
@@ -93,15 +102,31 @@ impl std::fmt::Display for VolumeError {
     }
 }
 
+impl VolumeError {
+    pub fn disk_full() -> Self {
+        VolumeError::new(
+            ErrorCode::StorageFull,
+            "the storage node's disk is full: nothing was changed; retry once space is freed",
+        )
+    }
+}
+
 impl From<LogError> for VolumeError {
     fn from(e: LogError) -> Self {
-        VolumeError::internal(e)
+        match e {
+            LogError::DiskFull(_) => VolumeError::disk_full(),
+            other => VolumeError::internal(other),
+        }
     }
 }
 
 impl From<io::Error> for VolumeError {
     fn from(e: io::Error) -> Self {
-        VolumeError::internal(e)
+        if fsutil::is_disk_full(&e) {
+            VolumeError::disk_full()
+        } else {
+            VolumeError::internal(e)
+        }
     }
 }
 
@@ -227,6 +252,8 @@ pub struct Volume {
     /// The newest committed version of page 0 (SQLite reads its header at every transaction
     /// start), keyed by that version's LSN.
     page0: Mutex<Option<(u64, Arc<[u8]>)>>,
+    /// The most pages one transaction may stage (they are held in memory until it commits).
+    transaction_limit_pages: AtomicUsize,
 }
 
 impl Volume {
@@ -238,10 +265,10 @@ impl Volume {
         log: Arc<Log>,
         clock: Arc<Clock>,
     ) -> io::Result<Volume> {
-        std::fs::create_dir_all(dir)?;
+        fsutil::create_private_dir_all(dir)?;
         let now = clock.now_us();
         let uuid = Uuid::new_v4();
-        let base = OpenOptions::new()
+        let base = fsutil::private_options()
             .read(true)
             .write(true)
             .create(true)
@@ -267,8 +294,8 @@ impl Volume {
             pending_fold: None,
             trimmed_by_budget: false,
         };
-        log::write_atomically(&dir.join("volume.json"), &serde_json::to_vec_pretty(&meta)?)?;
-        log::sync_dir(dir.parent().unwrap_or(dir))?;
+        fsutil::write_atomically(&dir.join("volume.json"), &serde_json::to_vec_pretty(&meta)?)?;
+        fsutil::sync_dir(dir.parent().unwrap_or(dir))?;
         Ok(Volume::from_meta(dir, meta, base, log, clock))
     }
 
@@ -364,6 +391,7 @@ impl Volume {
             counter: AtomicU32::new(1),
             deleted: AtomicBool::new(false),
             page0: Mutex::new(None),
+            transaction_limit_pages: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -441,6 +469,16 @@ impl Volume {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Limits the bytes one transaction may write (rounded down to whole pages, at least one).
+    pub fn set_transaction_limit(&self, bytes: u64) {
+        let pages = (bytes / PAGE_SIZE as u64).clamp(1, usize::MAX as u64) as usize;
+        self.transaction_limit_pages.store(pages, Ordering::Relaxed);
+    }
+
+    pub fn transaction_limit_pages(&self) -> usize {
+        self.transaction_limit_pages.load(Ordering::Relaxed)
     }
 
     // --- reading ------------------------------------------------------------------------
@@ -692,7 +730,7 @@ impl Volume {
         if st.window_secs == 0 {
             return Err(VolumeError::new(
                 ErrorCode::BacktrackDisabled,
-                format!("backtrack is disabled on volume {} (window 0)", self.id),
+                "backtrack is disabled on the volume (window 0)",
             ));
         }
         if request.to_us > now {
@@ -880,7 +918,7 @@ impl Volume {
             }
         };
         let bytes = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
-        log::write_atomically(&self.dir.join("volume.json"), &bytes)
+        fsutil::write_atomically(&self.dir.join("volume.json"), &bytes)
     }
 }
 

@@ -3,5 +3,7 @@
 mod backtracks;
 mod common;
 mod differential;
+mod disk_full;
+mod hardening;
 mod retention;
 mod workload;
