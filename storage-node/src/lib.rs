@@ -8,6 +8,7 @@
 //!   gives a data directory one owner.
 //! - `http`: the node's HTTP API over the engine.
 //! - `server`: runs a node until it is told to stop.
+//! - `testing` (feature `testing`): helpers for tests, such as a small filesystem to fill.
 
 pub mod api;
 pub mod client;
@@ -16,3 +17,5 @@ pub mod engine;
 pub mod fsutil;
 pub mod http;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -343,6 +343,10 @@ async fn work_loop<F, Fut>(
         let woken = wakeup.0.notified();
         let did_work = match step().await {
             Ok(did_work) => did_work,
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(worker = name, error = %why, "the metadata store cannot take the step now; retrying");
+                false
+            }
             Err(e) => {
                 tracing::error!(worker = name, error = %e, "worker step failed");
                 false

@@ -12,15 +12,18 @@ use crate::helpers::*;
 
 /// The service process; killed when dropped (its nodes then see their input close and stop).
 pub struct Service {
-    child: Child,
+    /// The process, when this handle owns it.
+    child: Option<Child>,
     pub url: String,
     pub http: reqwest::Client,
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -63,14 +66,31 @@ pub fn start_process(args: &[&str], dir: &Path) -> (Child, String) {
 impl Service {
     /// SIGKILL, as a crash would.
     pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        let mut child = self.child.take().expect("this handle owns the process");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("this handle owns the process")
+            .id()
     }
 
     pub fn from_parts(child: Child, url: String) -> Service {
         Service {
-            child,
+            child: Some(child),
             url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A handle on a service at `url` that something else runs (and restarts).
+    pub fn at(url: &str) -> Service {
+        Service {
+            child: None,
+            url: url.to_string(),
             http: reqwest::Client::new(),
         }
     }
@@ -383,27 +403,36 @@ pub async fn wait_until_available(service: &Service, cluster: &str) {
 /// Kills (SIGKILL) the node process serving `node_dir`.
 pub fn kill_node(node_dir: &Path) {
     let wanted = node_dir.to_string_lossy().to_string();
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|raw| {
-                    let args: Vec<String> = raw
-                        .split(|b| *b == 0)
-                        .map(|a| String::from_utf8_lossy(a).to_string())
-                        .collect();
-                    args.iter().any(|a| a == "node") && args.contains(&wanted)
-                })
-                .unwrap_or(false)
-        })
+    let pid = node_pids(&wanted)
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no node process for {wanted}"));
     let killed = Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+}
+
+/// The node processes whose data directory starts with `dir` (all of a service's local nodes,
+/// given its data directory).
+pub fn node_pids(dir: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|raw| {
+                    let args: Vec<String> = raw
+                        .split(|b| *b == 0)
+                        .map(|a| String::from_utf8_lossy(a).to_string())
+                        .collect();
+                    args.iter().any(|a| a == "node") && args.iter().any(|a| a.starts_with(dir))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 #[tokio::test]

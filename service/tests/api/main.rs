@@ -5,6 +5,8 @@
 mod backtracks;
 mod clusters;
 mod e2e;
+mod faults;
+mod hardening;
 mod helpers;
 mod jobs;
 mod metering;

@@ -325,7 +325,7 @@ impl Engine {
             match sql.volume().fold_for_window() {
                 Ok(true) => done.folds += 1,
                 Ok(false) => {}
-                Err(e) => tracing::error!(volume = %sql.volume().id, error = %e, "fold failed"),
+                Err(e) => fold_failed(&sql.volume().id, &e, "fold failed"),
             }
             done.transactions_expired +=
                 sql.expire_transactions(self.config.transaction_idle_timeout);
@@ -347,9 +347,7 @@ impl Engine {
                     match volume.fold_through(used.max_lsn) {
                         Ok(true) => done.forced_folds += 1,
                         Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(volume = %volume.id, error = %e, "forced fold failed")
-                        }
+                        Err(e) => fold_failed(&volume.id, &e, "forced fold failed"),
                     }
                 }
             }
@@ -446,6 +444,16 @@ fn spawn_maintenance(
                 tracing::debug!(?done, "maintenance");
             }
         })
+}
+
+/// A fold that failed is tried again at the next pass; a full disk (reported by the log once,
+/// where it happens) is not an error worth repeating every pass.
+fn fold_failed(volume: &str, e: &VolumeError, what: &str) {
+    if e.code == ErrorCode::StorageFull {
+        tracing::debug!(volume, error = %e, "{what}");
+    } else {
+        tracing::error!(volume, error = %e, "{what}");
+    }
 }
 
 fn figures(sql: &SqlVolume) -> VolumeFigures {

@@ -1,0 +1,144 @@
+//! The node binary as a process: a second node on the same data directory refuses to start,
+//! and one caller's runaway transaction cannot take the node's memory.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use backtrack_storage_node::api::{ErrorCode, ExecuteRequest};
+use backtrack_storage_node::client::{NodeClient, NodeError};
+
+const TOKEN: &str = "process-test";
+
+struct Node {
+    child: Child,
+    client: NodeClient,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(dir: &PathBuf) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backtrack-storage-node"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn start(dir: &PathBuf) -> Node {
+    let mut child = command(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("backtrack-storage-node listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Node {
+        child,
+        client: NodeClient::new(&url, TOKEN, Duration::from_secs(60)),
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()))
+}
+
+#[test]
+fn a_second_node_on_a_data_directory_refuses_to_start_and_names_the_first() {
+    let dir = temp_dir("two-owners");
+    let first = start(&dir);
+    let second = command(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "the second node ran");
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(message.contains(&dir.display().to_string()), "{message}");
+    assert!(
+        message.contains(&format!("in use by process {}", first.child.id())),
+        "{message}"
+    );
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The most memory the process has held at once, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+#[tokio::test]
+async fn a_runaway_insert_is_refused_before_it_takes_the_nodes_memory() {
+    let dir = temp_dir("memory");
+    let node = start(&dir);
+    node.client.create_volume("v", 3600).await.unwrap();
+    let sql = |text: &str| ExecuteRequest {
+        sql: text.into(),
+        ..Default::default()
+    };
+    node.client
+        .execute("v", &sql("CREATE TABLE t (b BLOB)"))
+        .await
+        .unwrap();
+    // 3 GB in one statement, with the node's default limits.
+    let refused = node
+        .client
+        .execute(
+            "v",
+            &sql(
+                "INSERT INTO t SELECT randomblob(100000) FROM (WITH RECURSIVE c(x) AS \
+                  (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30000) SELECT x FROM c)",
+            ),
+        )
+        .await;
+    match refused {
+        Err(NodeError::Refused { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::SqlError, "{message}");
+            assert!(message.contains("limit of 256 MiB"), "{message}");
+        }
+        other => panic!("the insert was not refused: {other:?}"),
+    }
+    let peak = peak_memory(node.child.id());
+    eprintln!("peak memory of the node: {} MiB", peak >> 20);
+    assert!(
+        peak < 800 << 20,
+        "the node held {} MiB at its peak",
+        peak >> 20
+    );
+    // Nothing of it stayed, and the volume goes on.
+    let count = node
+        .client
+        .execute("v", &sql("SELECT count(*) FROM t"))
+        .await
+        .unwrap();
+    assert_eq!(
+        count.rows[0][0],
+        backtrack_storage_node::api::Value::Integer(0)
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
