@@ -195,7 +195,7 @@ pub struct DescribeDbClustersParams {
     request_body = CreateDbClusterRequest,
     responses(
         (status = 201, description = "Created; `Status` is `creating` until the volume exists", body = DbClusterResult),
-        (status = 400, description = "InvalidParameterValue, MissingParameter, DBClusterAlreadyExistsFault, InsufficientStorageClusterCapacity", body = ErrorResponse),
+        (status = 400, description = "InvalidParameterValue, MissingParameter, DBClusterAlreadyExistsFault, InsufficientStorageClusterCapacity, StorageQuotaExceeded (every storage node's disk is full)", body = ErrorResponse),
         (status = 415, description = "UnsupportedMediaType", body = ErrorResponse),
     )
 )]

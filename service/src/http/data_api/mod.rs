@@ -143,9 +143,10 @@ fn parameters(
     request_body = ExecuteStatementRequest,
     responses(
         (status = 200, description = "The statement's result", body = ExecuteStatementResponse),
-        (status = 400, description = "BadRequestException, DatabaseErrorException (the engine's message), HttpEndpointNotEnabledException, InvalidResourceStateException", body = DataApiErrorBody),
+        (status = 400, description = "BadRequestException, DatabaseErrorException (the engine's message; a full disk), StatementTimeoutException (the node's statement time limit), HttpEndpointNotEnabledException, InvalidResourceStateException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException (e.g. during a backtrack)", body = DataApiErrorBody),
+        (status = 415, description = "BadRequestException: the body was not sent as application/json", body = DataApiErrorBody),
     )
 )]
 pub async fn execute(
@@ -211,9 +212,10 @@ pub async fn execute(
     request_body = BatchExecuteStatementRequest,
     responses(
         (status = 200, description = "One result per parameter set", body = BatchExecuteStatementResponse),
-        (status = 400, description = "BadRequestException, DatabaseErrorException, HttpEndpointNotEnabledException", body = DataApiErrorBody),
+        (status = 400, description = "BadRequestException, DatabaseErrorException (naming the failing parameter set: no set took effect), StatementTimeoutException, HttpEndpointNotEnabledException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
+        (status = 415, description = "BadRequestException: the body was not sent as application/json", body = DataApiErrorBody),
     )
 )]
 pub async fn batch_execute(
@@ -279,6 +281,7 @@ pub async fn batch_execute(
         (status = 400, description = "BadRequestException, DatabaseErrorException, HttpEndpointNotEnabledException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
+        (status = 415, description = "BadRequestException: the body was not sent as application/json", body = DataApiErrorBody),
     )
 )]
 pub async fn begin(
@@ -305,6 +308,7 @@ pub async fn begin(
         (status = 400, description = "BadRequestException, DatabaseErrorException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException (ended, expired, or rolled back by a backtrack)", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
+        (status = 415, description = "BadRequestException: the body was not sent as application/json", body = DataApiErrorBody),
     )
 )]
 pub async fn commit(
@@ -323,6 +327,7 @@ pub async fn commit(
         (status = 400, description = "BadRequestException", body = DataApiErrorBody),
         (status = 404, description = "DatabaseNotFoundException, TransactionNotFoundException", body = DataApiErrorBody),
         (status = 504, description = "DatabaseUnavailableException", body = DataApiErrorBody),
+        (status = 415, description = "BadRequestException: the body was not sent as application/json", body = DataApiErrorBody),
     )
 )]
 pub async fn rollback(
