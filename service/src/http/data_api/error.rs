@@ -20,6 +20,12 @@ pub enum DataApiCode {
     PayloadTooLarge,
     /// The request body is not JSON.
     UnsupportedMediaType,
+    /// The URL, or the headers, are larger than the service reads.
+    UriTooLong,
+    HeadersTooLarge,
+    /// A method the route does not take, or a path with no operation.
+    MethodNotAllowed,
+    UnknownOperation,
     DatabaseError,
     DatabaseNotFound,
     DatabaseUnavailable,
@@ -40,6 +46,13 @@ impl DataApiCode {
             BadRequest => ("BadRequestException", StatusCode::BAD_REQUEST),
             PayloadTooLarge => ("BadRequestException", StatusCode::PAYLOAD_TOO_LARGE),
             UnsupportedMediaType => ("BadRequestException", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            UriTooLong => ("BadRequestException", StatusCode::URI_TOO_LONG),
+            HeadersTooLarge => (
+                "BadRequestException",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ),
+            MethodNotAllowed => ("BadRequestException", StatusCode::METHOD_NOT_ALLOWED),
+            UnknownOperation => ("UnknownOperationException", StatusCode::NOT_FOUND),
             DatabaseError => ("DatabaseErrorException", StatusCode::BAD_REQUEST),
             DatabaseNotFound => ("DatabaseNotFoundException", StatusCode::NOT_FOUND),
             DatabaseUnavailable => ("DatabaseUnavailableException", StatusCode::GATEWAY_TIMEOUT),
@@ -86,6 +99,10 @@ impl DataApiError {
         let code = match e {
             ApiError::PayloadTooLarge(_) => DataApiCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => DataApiCode::UnsupportedMediaType,
+            ApiError::UriTooLong(_) => DataApiCode::UriTooLong,
+            ApiError::HeadersTooLarge(_) => DataApiCode::HeadersTooLarge,
+            ApiError::MethodNotAllowed(_) => DataApiCode::MethodNotAllowed,
+            ApiError::UnknownOperation(_) => DataApiCode::UnknownOperation,
             ApiError::Forbidden(_) => DataApiCode::Forbidden,
             ApiError::Timeout(_) | ApiError::Unavailable(_) => DataApiCode::DatabaseUnavailable,
             ApiError::Internal(_) => DataApiCode::InternalServerError,
@@ -179,6 +196,24 @@ mod tests {
         assert_eq!(e.code, DataApiCode::DatabaseUnavailable);
         assert!(!e.message.contains("127.0.0.1"), "{}", e.message);
         assert!(!e.message.contains("cluster-abc"), "{}", e.message);
+    }
+
+    #[test]
+    fn errors_of_the_layers_keep_their_status_in_the_data_apis_form() {
+        for (error, status) in [
+            (ApiError::PayloadTooLarge("x".into()), 413),
+            (ApiError::UnsupportedMediaType("x".into()), 415),
+            (ApiError::UriTooLong("x".into()), 414),
+            (ApiError::HeadersTooLarge("x".into()), 431),
+            (ApiError::MethodNotAllowed("x".into()), 405),
+            (ApiError::Forbidden("x".into()), 403),
+        ] {
+            assert_eq!(
+                DataApiError::from_api(&error).code.parts().1.as_u16(),
+                status,
+                "{error}"
+            );
+        }
     }
 
     #[test]
