@@ -8,7 +8,6 @@
 //! - backtrack wall time, from BacktrackDBCluster to the backtrack reading `completed`, on a
 //!   100 MB cluster, vs on an almost empty one (the cost does not depend on size).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,11 +39,7 @@ fn start(args: &[&str], dir: &Path) -> (Process, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let url = backtrack_storage_node::testing::listening_address(&mut child);
     (Process(child), url)
 }
 

@@ -1,9 +1,26 @@
-//! Helpers for tests of this crate and of the control plane (the `testing` feature): a small
-//! filesystem of a test's own, to fill up.
+//! Helpers for tests of this crate and of the control plane (the `testing` feature): the
+//! address a spawned program announces, and a small filesystem of a test's own, to fill up.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
+
+/// The address a spawned `backtrack-storage-node serve` or `backtrack-service serve` names on
+/// its first line of output (its stdout piped); `None` if it ended without one.
+pub fn try_listening_address(child: &mut Child) -> Option<String> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .ok()?;
+    line.trim()
+        .rsplit_once(" listening on ")
+        .map(|(_, address)| address.to_string())
+}
+
+/// As [`try_listening_address`], for a program that must start.
+pub fn listening_address(child: &mut Child) -> String {
+    try_listening_address(child).expect("the program announced its address")
+}
 
 /// A small filesystem mounted for one test, unmounted when dropped.
 pub struct SmallDisk {

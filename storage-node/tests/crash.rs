@@ -3,7 +3,6 @@
 //! present, nothing unacknowledged is half-applied, integrity_check is ok, and backtracks work.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backtrack_storage_node::api::{BacktrackRequest, ExecuteRequest, Value};
 use backtrack_storage_node::client::NodeClient;
+use backtrack_storage_node::testing::listening_address;
 use uuid::Uuid;
 
 const TOKEN: &str = "crash-test";
@@ -47,15 +47,7 @@ fn start(dir: &PathBuf) -> Node {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("backtrack-storage-node listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let url = listening_address(&mut child);
     Node {
         child,
         client: NodeClient::new(&url, TOKEN, Duration::from_secs(10)),

@@ -1,13 +1,13 @@
 //! The node binary as a process: a second node on the same data directory refuses to start,
 //! and one caller's runaway transaction cannot take the node's memory.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use backtrack_storage_node::api::{ErrorCode, ExecuteRequest};
 use backtrack_storage_node::client::{NodeClient, NodeError};
+use backtrack_storage_node::testing::listening_address;
 
 const TOKEN: &str = "process-test";
 
@@ -34,20 +34,17 @@ fn command(dir: &PathBuf) -> Command {
 }
 
 fn start(dir: &PathBuf) -> Node {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &PathBuf, args: &[&str]) -> Node {
     let mut child = command(dir)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("backtrack-storage-node listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let url = listening_address(&mut child);
     Node {
         child,
         client: NodeClient::new(&url, TOKEN, Duration::from_secs(60)),
@@ -123,7 +120,6 @@ async fn a_runaway_insert_is_refused_before_it_takes_the_nodes_memory() {
         other => panic!("the insert was not refused: {other:?}"),
     }
     let peak = peak_memory(node.child.id());
-    eprintln!("peak memory of the node: {} MiB", peak >> 20);
     assert!(
         peak < 800 << 20,
         "the node held {} MiB at its peak",
@@ -139,6 +135,50 @@ async fn a_runaway_insert_is_refused_before_it_takes_the_nodes_memory() {
         count.rows[0][0],
         backtrack_storage_node::api::Value::Integer(0)
     );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_statement_that_needs_more_memory_than_the_node_allows_fails_cleanly() {
+    let dir = temp_dir("heap");
+    let node = start_with(
+        &dir,
+        &[
+            "--sql-memory-limit-bytes",
+            "67108864",
+            "--statement-timeout-ms",
+            "120000",
+        ],
+    );
+    node.client.create_volume("v", 3600).await.unwrap();
+    // Sorting 2 million 200-byte values needs about 400 MB of SQLite's heap.
+    let sort = ExecuteRequest {
+        sql: "SELECT count(*) FROM (SELECT randomblob(200) AS b FROM (WITH RECURSIVE c(x) AS \
+              (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT x FROM c) \
+              ORDER BY b)"
+            .into(),
+        ..Default::default()
+    };
+    match node.client.execute("v", &sort).await {
+        Err(NodeError::Refused { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::SqlError, "{message}");
+            assert!(message.contains("out of memory"), "{message}");
+        }
+        other => panic!("the sort was not refused: {other:?}"),
+    }
+    let peak = peak_memory(node.child.id());
+    assert!(
+        peak < 300 << 20,
+        "the node held {} MiB at its peak",
+        peak >> 20
+    );
+    // The node goes on.
+    let one = ExecuteRequest {
+        sql: "SELECT 1".into(),
+        ..Default::default()
+    };
+    node.client.execute("v", &one).await.unwrap();
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -419,16 +419,4 @@ pub async fn backtrack_calls(node: &MockServer) -> Vec<Uuid> {
         .collect()
 }
 
-/// The address a spawned `backtrack-service serve` names on its first line of output.
-pub fn listening_address(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
-        .read_line(&mut line)
-        .unwrap();
-    line.trim()
-        .rsplit_once(" listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .1
-        .to_string()
-}
+pub use backtrack_storage_node::testing::listening_address;
