@@ -22,6 +22,37 @@ pub fn listening_address(child: &mut Child) -> String {
     try_listening_address(child).expect("the program announced its address")
 }
 
+/// A program a test started, and the address it announced. It is killed (SIGKILL) when
+/// dropped, so that a failing assertion never leaves it running.
+pub struct Spawned {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Spawned {
+    /// Starts `command` (its stdout is taken over) and waits for its address.
+    pub fn start(command: &mut Command) -> Spawned {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the program starts");
+        let url = listening_address(&mut child);
+        Spawned { child, url }
+    }
+
+    /// SIGKILL, as a crash would; waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A small filesystem mounted for one test, unmounted when dropped.
 pub struct SmallDisk {
     pub mount: PathBuf,

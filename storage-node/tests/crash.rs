@@ -4,53 +4,43 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backtrack_storage_node::api::{BacktrackRequest, ExecuteRequest, Value};
 use backtrack_storage_node::client::NodeClient;
-use backtrack_storage_node::testing::listening_address;
+use backtrack_storage_node::testing::Spawned;
 use uuid::Uuid;
 
 const TOKEN: &str = "crash-test";
 const ROUNDS: usize = 20;
 
+/// Killed when dropped.
 struct Node {
-    child: Child,
+    _process: Spawned,
     client: NodeClient,
 }
 
-/// A failing assertion must not leave the node running.
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(dir: &PathBuf) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backtrack-storage-node"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--segment-bytes",
-            "262144",
-            "--log-budget-bytes",
-            "67108864",
-        ])
-        .args(["--maintenance-interval-ms", "50"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let url = listening_address(&mut child);
+    let process = Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_backtrack-storage-node"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--segment-bytes",
+                "262144",
+                "--log-budget-bytes",
+                "67108864",
+            ])
+            .args(["--maintenance-interval-ms", "50"])
+            .env("RUST_LOG", "warn"),
+    );
     Node {
-        child,
-        client: NodeClient::new(&url, TOKEN, Duration::from_secs(10)),
+        client: NodeClient::new(&process.url, TOKEN, Duration::from_secs(10)),
+        _process: process,
     }
 }
 

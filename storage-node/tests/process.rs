@@ -2,25 +2,18 @@
 //! and one caller's runaway transaction cannot take the node's memory.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backtrack_storage_node::api::{ErrorCode, ExecuteRequest};
 use backtrack_storage_node::client::{NodeClient, NodeError};
-use backtrack_storage_node::testing::listening_address;
+use backtrack_storage_node::testing::Spawned;
 
 const TOKEN: &str = "process-test";
 
 struct Node {
-    child: Child,
+    process: Spawned,
     client: NodeClient,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn command(dir: &PathBuf) -> Command {
@@ -38,16 +31,10 @@ fn start(dir: &PathBuf) -> Node {
 }
 
 fn start_with(dir: &PathBuf, args: &[&str]) -> Node {
-    let mut child = command(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let url = listening_address(&mut child);
+    let process = Spawned::start(command(dir).args(args));
     Node {
-        child,
-        client: NodeClient::new(&url, TOKEN, Duration::from_secs(60)),
+        client: NodeClient::new(&process.url, TOKEN, Duration::from_secs(60)),
+        process,
     }
 }
 
@@ -69,7 +56,7 @@ fn a_second_node_on_a_data_directory_refuses_to_start_and_names_the_first() {
     let message = String::from_utf8_lossy(&second.stderr);
     assert!(message.contains(&dir.display().to_string()), "{message}");
     assert!(
-        message.contains(&format!("in use by process {}", first.child.id())),
+        message.contains(&format!("in use by process {}", first.process.child.id())),
         "{message}"
     );
     drop(first);
@@ -119,7 +106,7 @@ async fn a_runaway_insert_is_refused_before_it_takes_the_nodes_memory() {
         }
         other => panic!("the insert was not refused: {other:?}"),
     }
-    let peak = peak_memory(node.child.id());
+    let peak = peak_memory(node.process.child.id());
     assert!(
         peak < 800 << 20,
         "the node held {} MiB at its peak",
@@ -167,7 +154,7 @@ async fn a_statement_that_needs_more_memory_than_the_node_allows_fails_cleanly()
         }
         other => panic!("the sort was not refused: {other:?}"),
     }
-    let peak = peak_memory(node.child.id());
+    let peak = peak_memory(node.process.child.id());
     assert!(
         peak < 300 << 20,
         "the node held {} MiB at its peak",

@@ -6,13 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backtrack_storage_node::client::NodeClient;
-use backtrack_storage_node::testing::SmallDisk;
+use backtrack_storage_node::testing::{SmallDisk, Spawned};
 use serde_json::{json, Value};
 
 use crate::e2e::{iso, Service};
@@ -238,38 +238,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Proc(Option<Child>);
+/// A process that the rig kills and starts again.
+struct Proc(Option<Spawned>);
 
 impl Proc {
     fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.take();
     }
 }
 
 /// Logs of the processes under faults: errors only, and not every refused request.
 const QUIET: &str = "error,tower_http=off";
 
-fn spawn(args: &[String], data_dir: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backtrack-service"))
+fn command(args: &[String], data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backtrack-service"));
+    command
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env("RUST_LOG", QUIET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    listening_address(&mut child);
-    Proc(Some(child))
+        .stderr(Stdio::inherit());
+    command
+}
+
+fn spawn(args: &[String], data_dir: &Path) -> Proc {
+    Proc(Some(Spawned::start(&mut command(args, data_dir))))
 }
 
 struct Rig {
@@ -291,21 +284,15 @@ impl Rig {
         self.nodes[n].kill();
         // The port may linger a moment after the kill.
         for _ in 0..50 {
-            let proc = Command::new(env!("CARGO_BIN_EXE_backtrack-service"))
-                .args(&self.node_args[n])
-                .arg("--data-dir")
-                .arg(&self.node_dirs[n])
-                .env("RUST_LOG", QUIET)
+            let mut child = command(&self.node_args[n], &self.node_dirs[n])
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
                 .spawn()
                 .unwrap();
-            let mut proc = proc;
-            if backtrack_storage_node::testing::try_listening_address(&mut proc).is_some() {
-                self.nodes[n] = Proc(Some(proc));
+            if let Some(url) = backtrack_storage_node::testing::try_listening_address(&mut child) {
+                self.nodes[n] = Proc(Some(Spawned { child, url }));
                 return;
             }
-            let _ = proc.wait();
+            let _ = child.wait();
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("node {n} did not restart");
