@@ -229,13 +229,19 @@ async fn a_full_disk_under_the_service_and_its_nodes_is_survived_and_recovered_f
 
 const ROUNDS: usize = 12;
 
-/// A free port on 127.0.0.1, for processes restarted on the same address.
+/// A free port on 127.0.0.1, for processes restarted on the same address. It is taken below
+/// the kernel's ephemeral range (32768 and up), so that no test binding port 0 meanwhile is
+/// handed it while its process is down.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static TAKEN: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 8_000) as u16;
+    loop {
+        let port = start + TAKEN.fetch_add(1, Ordering::Relaxed);
+        assert!(port < 32_000, "no free port below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A process that the rig kills and starts again.
