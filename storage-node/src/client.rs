@@ -15,7 +15,7 @@ use crate::api::{
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeError {
+pub enum CallError {
     /// No answer: connection refused, reset, or timed out. The call may or may not have taken
     /// effect, so only idempotent calls should be retried.
     Unreachable(String),
@@ -29,13 +29,13 @@ pub enum NodeError {
     Protocol(String),
 }
 
-impl NodeError {
+impl CallError {
     /// Whether trying again later can succeed: the node was unreachable, busy switching, or
     /// failed internally.
     pub fn is_transient(&self) -> bool {
         match self {
-            NodeError::Unreachable(_) | NodeError::Protocol(_) => true,
-            NodeError::Refused { code, status, .. } => {
+            CallError::Unreachable(_) | CallError::Protocol(_) => true,
+            CallError::Refused { code, status, .. } => {
                 matches!(
                     code,
                     ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::StorageFull
@@ -46,23 +46,23 @@ impl NodeError {
 
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            NodeError::Refused { code, .. } => Some(*code),
+            CallError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }
 }
 
-impl std::fmt::Display for NodeError {
+impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NodeError::Unreachable(why) => write!(f, "storage node unreachable: {why}"),
-            NodeError::Refused { message, .. } => write!(f, "{message}"),
-            NodeError::Protocol(why) => write!(f, "storage node protocol error: {why}"),
+            CallError::Unreachable(why) => write!(f, "storage node unreachable: {why}"),
+            CallError::Refused { message, .. } => write!(f, "{message}"),
+            CallError::Protocol(why) => write!(f, "storage node protocol error: {why}"),
         }
     }
 }
 
-impl std::error::Error for NodeError {}
+impl std::error::Error for CallError {}
 
 #[derive(Debug, Clone)]
 pub struct NodeClient {
@@ -104,7 +104,7 @@ impl NodeClient {
         &self.base
     }
 
-    pub async fn health(&self) -> Result<Health, NodeError> {
+    pub async fn health(&self) -> Result<Health, CallError> {
         self.call(Method::GET, "/healthz", None::<&()>).await
     }
 
@@ -112,7 +112,7 @@ impl NodeClient {
         &self,
         volume: &str,
         window_secs: u64,
-    ) -> Result<VolumeFigures, NodeError> {
+    ) -> Result<VolumeFigures, CallError> {
         let body = CreateVolume { window_secs };
         self.call(Method::PUT, &volume_path(volume, ""), Some(&body))
             .await
@@ -122,21 +122,21 @@ impl NodeClient {
         &self,
         volume: &str,
         window_secs: u64,
-    ) -> Result<VolumeFigures, NodeError> {
+    ) -> Result<VolumeFigures, CallError> {
         let body = ModifyVolume { window_secs };
         self.call(Method::PATCH, &volume_path(volume, ""), Some(&body))
             .await
     }
 
     /// Deletes the volume and its log; a volume that is already gone counts as deleted.
-    pub async fn delete_volume(&self, volume: &str) -> Result<(), NodeError> {
+    pub async fn delete_volume(&self, volume: &str) -> Result<(), CallError> {
         let path = volume_path(volume, "");
         match self
             .call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
             .await
         {
             Ok(_) => Ok(()),
-            Err(NodeError::Refused {
+            Err(CallError::Refused {
                 code: ErrorCode::VolumeNotFound,
                 ..
             }) => Ok(()),
@@ -144,20 +144,20 @@ impl NodeClient {
         }
     }
 
-    pub async fn volume(&self, volume: &str) -> Result<VolumeFigures, NodeError> {
+    pub async fn volume(&self, volume: &str) -> Result<VolumeFigures, CallError> {
         self.call(Method::GET, &volume_path(volume, ""), None::<&()>)
             .await
     }
 
-    pub async fn volumes(&self) -> Result<VolumeList, NodeError> {
+    pub async fn volumes(&self) -> Result<VolumeList, CallError> {
         self.call(Method::GET, "/v1/volumes", None::<&()>).await
     }
 
-    pub async fn settings(&self) -> Result<NodeSettings, NodeError> {
+    pub async fn settings(&self) -> Result<NodeSettings, CallError> {
         self.call(Method::GET, "/v1/config", None::<&()>).await
     }
 
-    pub async fn set_settings(&self, settings: &NodeSettings) -> Result<NodeSettings, NodeError> {
+    pub async fn set_settings(&self, settings: &NodeSettings) -> Result<NodeSettings, CallError> {
         self.call(Method::PATCH, "/v1/config", Some(settings)).await
     }
 
@@ -165,12 +165,12 @@ impl NodeClient {
         &self,
         volume: &str,
         request: &BacktrackRequest,
-    ) -> Result<BacktrackOutcome, NodeError> {
+    ) -> Result<BacktrackOutcome, CallError> {
         let path = volume_path(volume, "/backtracks");
         self.call(Method::POST, &path, Some(request)).await
     }
 
-    pub async fn backtracks(&self, volume: &str) -> Result<BacktrackList, NodeError> {
+    pub async fn backtracks(&self, volume: &str) -> Result<BacktrackList, CallError> {
         self.call(
             Method::GET,
             &volume_path(volume, "/backtracks"),
@@ -183,27 +183,27 @@ impl NodeClient {
         &self,
         volume: &str,
         request: &ExecuteRequest,
-    ) -> Result<ExecuteResult, NodeError> {
+    ) -> Result<ExecuteResult, CallError> {
         let path = volume_path(volume, "/execute");
         self.send(Method::POST, &path, Some(request), self.sql_timeout)
             .await
     }
 
-    pub async fn begin(&self, volume: &str) -> Result<TransactionStarted, NodeError> {
+    pub async fn begin(&self, volume: &str) -> Result<TransactionStarted, CallError> {
         let path = volume_path(volume, "/transactions");
         self.send(Method::POST, &path, None::<&()>, self.sql_timeout)
             .await
     }
 
-    pub async fn commit(&self, volume: &str, transaction: &str) -> Result<(), NodeError> {
+    pub async fn commit(&self, volume: &str, transaction: &str) -> Result<(), CallError> {
         self.finish(volume, transaction, "commit").await
     }
 
-    pub async fn rollback(&self, volume: &str, transaction: &str) -> Result<(), NodeError> {
+    pub async fn rollback(&self, volume: &str, transaction: &str) -> Result<(), CallError> {
         self.finish(volume, transaction, "rollback").await
     }
 
-    async fn finish(&self, volume: &str, transaction: &str, verb: &str) -> Result<(), NodeError> {
+    async fn finish(&self, volume: &str, transaction: &str, verb: &str) -> Result<(), CallError> {
         let path = volume_path(
             volume,
             &format!("/transactions/{}/{verb}", encode_segment(transaction)),
@@ -218,7 +218,7 @@ impl NodeClient {
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
-    ) -> Result<T, NodeError> {
+    ) -> Result<T, CallError> {
         self.send(method, path, body, self.timeout).await
     }
 
@@ -229,7 +229,7 @@ impl NodeClient {
         path: &str,
         body: Option<&impl Serialize>,
         timeout: Duration,
-    ) -> Result<T, NodeError> {
+    ) -> Result<T, CallError> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -241,34 +241,34 @@ impl NodeClient {
         let response = request
             .send()
             .await
-            .map_err(|e| NodeError::Unreachable(describe_transport_error(&e)))?;
+            .map_err(|e| CallError::Unreachable(describe_transport_error(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| NodeError::Unreachable(describe_transport_error(&e)))?;
+            .map_err(|e| CallError::Unreachable(describe_transport_error(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
-                .map_err(|e| NodeError::Protocol(format!("unexpected response body: {e}")));
+                .map_err(|e| CallError::Protocol(format!("unexpected response body: {e}")));
         }
         Err(refusal(status, &bytes))
     }
 }
 
-fn refusal(status: StatusCode, bytes: &[u8]) -> NodeError {
+fn refusal(status: StatusCode, bytes: &[u8]) -> CallError {
     match serde_json::from_slice::<NodeErrorBody>(bytes) {
-        Ok(body) => NodeError::Refused {
+        Ok(body) => CallError::Refused {
             status: status.as_u16(),
             code: body.code,
             message: body.message,
         },
         // Not our node (a proxy, or a different service on that port): a server error is
         // worth retrying; anything else is a protocol violation.
-        Err(_) if status.is_server_error() => NodeError::Unreachable(format!(
+        Err(_) if status.is_server_error() => CallError::Unreachable(format!(
             "HTTP {status}: {}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
         )),
-        Err(_) => NodeError::Protocol(format!("HTTP {status} without an error body")),
+        Err(_) => CallError::Protocol(format!("HTTP {status} without an error body")),
     }
 }
 
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn only_unavailable_internal_and_unreachable_are_transient() {
-        let refused = |code| NodeError::Refused {
+        let refused = |code| CallError::Refused {
             status: ErrorCode::http_status(code),
             code,
             message: String::new(),
@@ -325,6 +325,6 @@ mod tests {
         assert!(refused(ErrorCode::Internal).is_transient());
         assert!(!refused(ErrorCode::BeforeEarliest).is_transient());
         assert!(!refused(ErrorCode::OpenTransactions).is_transient());
-        assert!(NodeError::Unreachable("x".into()).is_transient());
+        assert!(CallError::Unreachable("x".into()).is_transient());
     }
 }

@@ -64,7 +64,7 @@ pub fn router(engine: Arc<Engine>, token: &str) -> Router {
         .merge(volumes)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { NodeError::new(ErrorCode::InvalidRequest, "no such route") })
+        .fallback(|| async { HttpError::new(ErrorCode::InvalidRequest, "no such route") })
         .with_state(node)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
@@ -80,7 +80,7 @@ async fn require_token(State(node): State<Node>, request: Request, next: Next) -
         Some(token) if constant_time_eq(token.as_bytes(), node.token.as_bytes()) => {
             next.run(request).await
         }
-        _ => NodeError::new(ErrorCode::Unauthorized, "a valid bearer token is required")
+        _ => HttpError::new(ErrorCode::Unauthorized, "a valid bearer token is required")
             .into_response(),
     }
 }
@@ -91,27 +91,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Every failure of a call: the contract's code and a message.
 #[derive(Debug)]
-pub struct NodeError(VolumeError);
+pub struct HttpError(VolumeError);
 
-impl NodeError {
+impl HttpError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        NodeError(VolumeError::new(code, message))
+        HttpError(VolumeError::new(code, message))
     }
 }
 
-impl From<VolumeError> for NodeError {
+impl From<VolumeError> for HttpError {
     fn from(e: VolumeError) -> Self {
-        NodeError(e)
+        HttpError(e)
     }
 }
 
-impl From<JsonRejection> for NodeError {
+impl From<JsonRejection> for HttpError {
     fn from(e: JsonRejection) -> Self {
-        NodeError::new(ErrorCode::InvalidRequest, e.body_text())
+        HttpError::new(ErrorCode::InvalidRequest, e.body_text())
     }
 }
 
-impl IntoResponse for NodeError {
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let VolumeError { code, message } = self.0;
         let status =
@@ -123,7 +123,7 @@ impl IntoResponse for NodeError {
     }
 }
 
-type Result<T> = std::result::Result<T, NodeError>;
+type Result<T> = std::result::Result<T, HttpError>;
 
 /// Runs engine work on the blocking pool.
 async fn blocking<T: Send + 'static>(
@@ -131,8 +131,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| NodeError::new(ErrorCode::Internal, format!("engine task failed: {e}")))?
-        .map_err(NodeError::from)
+        .map_err(|e| HttpError::new(ErrorCode::Internal, format!("engine task failed: {e}")))?
+        .map_err(HttpError::from)
 }
 
 /// Healthy unless the log cannot be written for a reason other than a full disk: a node whose

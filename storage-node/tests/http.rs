@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backtrack_storage_node::api::{BacktrackRequest, ErrorCode, ExecuteRequest, Value};
-use backtrack_storage_node::client::{NodeClient, NodeError};
+use backtrack_storage_node::client::{CallError, NodeClient};
 use backtrack_storage_node::engine::{Engine, EngineConfig};
 
 const TOKEN: &str = "http-test-token";
@@ -46,9 +46,9 @@ async fn start() -> Node {
     }
 }
 
-fn refused(result: Result<impl std::fmt::Debug, NodeError>) -> (u16, ErrorCode) {
+fn refused(result: Result<impl std::fmt::Debug, CallError>) -> (u16, ErrorCode) {
     match result {
-        Err(NodeError::Refused { status, code, .. }) => (status, code),
+        Err(CallError::Refused { status, code, .. }) => (status, code),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backtrack_storage_node::api::{ErrorCode, ExecuteRequest};
-use backtrack_storage_node::client::{NodeClient, NodeError};
+use backtrack_storage_node::client::{CallError, NodeClient};
 use backtrack_storage_node::testing::Spawned;
 
 const TOKEN: &str = "process-test";
@@ -100,7 +100,7 @@ async fn a_runaway_insert_is_refused_before_it_takes_the_nodes_memory() {
         )
         .await;
     match refused {
-        Err(NodeError::Refused { code, message, .. }) => {
+        Err(CallError::Refused { code, message, .. }) => {
             assert_eq!(code, ErrorCode::SqlError, "{message}");
             assert!(message.contains("limit of 256 MiB"), "{message}");
         }
@@ -148,7 +148,7 @@ async fn a_statement_that_needs_more_memory_than_the_node_allows_fails_cleanly()
         ..Default::default()
     };
     match node.client.execute("v", &sort).await {
-        Err(NodeError::Refused { code, message, .. }) => {
+        Err(CallError::Refused { code, message, .. }) => {
             assert_eq!(code, ErrorCode::SqlError, "{message}");
             assert!(message.contains("out of memory"), "{message}");
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backtrack_storage_node::api::BacktrackRequest;
-use backtrack_storage_node::client::NodeError;
+use backtrack_storage_node::client::CallError;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -113,7 +113,7 @@ impl BacktrackRunner {
                 };
                 client.backtrack(&job.volume_id, &request).await
             }
-            None => Err(NodeError::Unreachable(format!(
+            None => Err(CallError::Unreachable(format!(
                 "storage node {:?} is not among the configured nodes",
                 job.node_id
             ))),

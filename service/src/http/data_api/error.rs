@@ -6,7 +6,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backtrack_storage_node::api::ErrorCode;
-use backtrack_storage_node::client::NodeError;
+use backtrack_storage_node::client::CallError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -153,10 +153,10 @@ impl From<StoreError> for DataApiError {
 
 /// What the storage node said, in the Data API's terms. The node's messages name no volume;
 /// a node that does not answer is described without its address, which is logged instead.
-pub fn from_node(e: NodeError) -> DataApiError {
+pub fn from_node(e: CallError) -> DataApiError {
     use DataApiCode::*;
     match e {
-        NodeError::Refused { code, message, .. } => match code {
+        CallError::Refused { code, message, .. } => match code {
             ErrorCode::SqlError | ErrorCode::StorageFull => {
                 DataApiError::new(DatabaseError, message)
             }
@@ -170,7 +170,7 @@ pub fn from_node(e: NodeError) -> DataApiError {
             ),
             _ => DataApiError::new(InternalServerError, message),
         },
-        NodeError::Unreachable(why) | NodeError::Protocol(why) => {
+        CallError::Unreachable(why) | CallError::Protocol(why) => {
             tracing::warn!(error = %why, "a storage node did not answer a Data API call");
             DataApiError::unavailable("The database is not reachable right now; try again.")
         }
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_node_is_not_named_to_the_caller() {
-        let e = from_node(NodeError::Unreachable(
+        let e = from_node(CallError::Unreachable(
             "error sending request for url (http://127.0.0.1:7001/v1/volumes/cluster-abc/execute)"
                 .into(),
         ));
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_timed_out_statement_is_a_statement_timeout_exception() {
-        let e = from_node(NodeError::Refused {
+        let e = from_node(CallError::Refused {
             status: 400,
             code: ErrorCode::StatementTimeout,
             message: "the statement ran longer than the limit of 10 s".into(),

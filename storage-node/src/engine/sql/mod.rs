@@ -398,25 +398,21 @@ impl SqlVolume {
             return Ok(done);
         }
         self.check_available()?;
-        if self.switching.swap(true, Ordering::AcqRel) {
+        let Some(_switching) = Switching::start(&self.switching) else {
             return Err(VolumeError::new(
                 ErrorCode::Unavailable,
                 "the volume is already being backtracked",
             ));
+        };
+        let open = self.open_transactions();
+        if open > 0 && !request.force {
+            return Err(VolumeError::new(
+                ErrorCode::OpenTransactions,
+                format!("the volume has {open} open transaction(s); backtrack with force to roll them back"),
+            ));
         }
-        let result = (|| {
-            let open = self.open_transactions();
-            if open > 0 && !request.force {
-                return Err(VolumeError::new(
-                    ErrorCode::OpenTransactions,
-                    format!("the volume has {open} open transaction(s); backtrack with force to roll them back"),
-                ));
-            }
-            let rolled_back = self.close_all();
-            self.volume.backtrack(request, rolled_back)
-        })();
-        self.switching.store(false, Ordering::Release);
-        result
+        let rolled_back = self.close_all();
+        self.volume.backtrack(request, rolled_back)
     }
 
     /// Stops everything for good: the volume is being deleted.
@@ -442,6 +438,23 @@ impl SqlVolume {
             }
         }
         rolled_back
+    }
+}
+
+/// The `switching` flag, set while this lives (a panic included): SQL calls are refused
+/// meanwhile.
+struct Switching<'a>(&'a AtomicBool);
+
+impl<'a> Switching<'a> {
+    /// Sets the flag; `None` if it was set already (a backtrack is under way).
+    fn start(flag: &'a AtomicBool) -> Option<Switching<'a>> {
+        (!flag.swap(true, Ordering::AcqRel)).then_some(Switching(flag))
+    }
+}
+
+impl Drop for Switching<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

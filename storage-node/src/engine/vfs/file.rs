@@ -1,142 +1,23 @@
-//! The SQLite VFS `backtrack`: SQLite's main database file, served from a volume. This is the
-//! only module with `unsafe` code; every block says why it is sound.
-//!
-//! A file handle is a small state machine driven by SQLite's locks:
-//! - SHARED: the handle pins the volume's current snapshot and reads pages as of it, so readers
-//!   never see a commit land under them (snapshot isolation, as in WAL mode).
-//! - RESERVED: the handle takes the volume's single writer lock (refused with SQLITE_BUSY when
-//!   another connection writes or when the pinned snapshot is no longer the latest) and from
-//!   then on stages every page SQLite writes, spilled cache pages included.
-//! - `SQLITE_FCNTL_COMMIT_PHASETWO` (sent on commit only, never on rollback): the staged pages
-//!   become one log record, durable before SQLite is answered, then visible.
-//! - Unlocking below RESERVED without that signal is a rollback: the stage is dropped.
-//!
-//! The connection must use `journal_mode=MEMORY` (no journal file: atomicity is the log's).
-//! Main journals and WAL files are refused; temp databases and statement journals go to the
-//! default VFS. Volumes are opened by the name `btvol:<uuid>` through a registry.
+//! A volume's file handle: SQLite's `sqlite3_file` with our state behind it, the lock-driven
+//! state machine (snapshot at SHARED, stage from RESERVED, commit at COMMIT_PHASETWO), and
+//! the I/O methods SQLite calls on it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 
-use super::log::PAGE_SIZE;
-use super::volume::{Snapshot, Volume, VolumeError};
+use super::{fail, lookup, VfsFailure};
 use crate::api::ErrorCode;
-
-pub const VFS_NAME: &str = "backtrack";
-const NAME_PREFIX: &str = "btvol:";
-
-/// Why a call into this VFS failed, beyond the code SQLite gets: SQLite only reports
-/// "database or disk is full" or "disk I/O error", so the SQL layer reads the reason from here.
-/// SQLite calls the VFS on the thread that runs the statement, so the reason is kept per
-/// thread; the SQL layer clears it before each call and takes it after.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VfsFailure {
-    /// The transaction staged more pages than a volume takes in one transaction.
-    TransactionTooLarge { limit_bytes: u64 },
-    /// The commit failed in the volume (a full disk, a failed write).
-    Commit(VolumeError),
-}
-
-thread_local! {
-    static FAILURE: std::cell::RefCell<Option<VfsFailure>> = const { std::cell::RefCell::new(None) };
-}
-
-fn fail(why: VfsFailure) {
-    FAILURE.with(|f| *f.borrow_mut() = Some(why));
-}
-
-/// Takes (and clears) the reason of this thread's last VFS failure.
-pub fn take_failure() -> Option<VfsFailure> {
-    FAILURE.with(|f| f.borrow_mut().take())
-}
-
-fn registry() -> &'static RwLock<HashMap<String, Weak<Volume>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<String, Weak<Volume>>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
-/// The name SQLite opens a volume by.
-pub fn db_name(volume: &Volume) -> String {
-    format!("{NAME_PREFIX}{}", volume.uuid)
-}
-
-/// Makes `volume` openable by SQLite (and registers the VFS on first use).
-pub fn register_volume(volume: &Arc<Volume>) -> Result<String, String> {
-    ensure_registered()?;
-    let name = db_name(volume);
-    registry()
-        .write()
-        .unwrap()
-        .insert(name.clone(), Arc::downgrade(volume));
-    Ok(name)
-}
-
-pub fn unregister_volume(volume: &Volume) {
-    registry().write().unwrap().remove(&db_name(volume));
-}
-
-fn lookup(name: &str) -> Option<Arc<Volume>> {
-    registry().read().unwrap().get(name).and_then(Weak::upgrade)
-}
-
-/// Registers the VFS with SQLite, once per process.
-pub fn ensure_registered() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED.get_or_init(register).clone()
-}
-
-fn register() -> Result<(), String> {
-    // SAFETY: sqlite3_vfs_find with a null name returns the default VFS, a static object
-    // owned by SQLite for the life of the process (or null, checked below).
-    let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
-    if default.is_null() {
-        return Err("SQLite has no default VFS".into());
-    }
-    // SAFETY: `default` is non-null and points to SQLite's VFS object, which is never freed.
-    let (default_size, max_path) = unsafe { ((*default).szOsFile, (*default).mxPathname) };
-    let name = CString::new(VFS_NAME).expect("no NUL in the name");
-    let vfs = Box::new(ffi::sqlite3_vfs {
-        iVersion: 2,
-        szOsFile: default_size.max(std::mem::size_of::<VolumeFile>() as c_int),
-        mxPathname: max_path,
-        pNext: ptr::null_mut(),
-        zName: name.into_raw(),
-        pAppData: default.cast(),
-        xOpen: Some(x_open),
-        xDelete: Some(x_delete),
-        xAccess: Some(x_access),
-        xFullPathname: Some(x_full_pathname),
-        xDlOpen: Some(x_dl_open),
-        xDlError: Some(x_dl_error),
-        xDlSym: Some(x_dl_sym),
-        xDlClose: Some(x_dl_close),
-        xRandomness: Some(x_randomness),
-        xSleep: Some(x_sleep),
-        xCurrentTime: Some(x_current_time),
-        xGetLastError: Some(x_get_last_error),
-        xCurrentTimeInt64: Some(x_current_time_int64),
-        xSetSystemCall: None,
-        xGetSystemCall: None,
-        xNextSystemCall: None,
-    });
-    // SAFETY: the VFS object is leaked, so it outlives every use SQLite makes of it; its name
-    // is a leaked C string; registering (not as default) is allowed at any time.
-    let rc = unsafe { ffi::sqlite3_vfs_register(Box::into_raw(vfs), 0) };
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(format!("sqlite3_vfs_register failed: {rc}"))
-    }
-}
+use crate::engine::log::PAGE_SIZE;
+use crate::engine::volume::{Snapshot, Volume};
 
 /// Our `sqlite3_file`: SQLite's header, then a pointer to the handle's Rust state.
 #[repr(C)]
-struct VolumeFile {
+pub(super) struct VolumeFile {
     base: ffi::sqlite3_file,
     state: *mut FileState,
 }
@@ -286,7 +167,7 @@ unsafe fn state<'a>(file: *mut ffi::sqlite3_file) -> &'a mut FileState {
     unsafe { &mut *(*file.cast::<VolumeFile>()).state }
 }
 
-unsafe extern "C" fn x_open(
+pub(super) unsafe extern "C" fn x_open(
     vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     file: *mut ffi::sqlite3_file,
@@ -512,187 +393,4 @@ unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn x_device_characteristics(_file: *mut ffi::sqlite3_file) -> c_int {
     ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
-}
-
-/// The default VFS this one delegates to.
-///
-/// SAFETY (for callers): `vfs` must be our VFS object, whose pAppData is the default VFS.
-unsafe fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
-    // SAFETY: per the contract, pAppData was set to the (static) default VFS in register().
-    unsafe { (*vfs).pAppData.cast() }
-}
-
-fn is_ours(name: *const c_char) -> Option<String> {
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: SQLite passes NUL-terminated names.
-    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
-    name.starts_with(NAME_PREFIX).then(|| name.to_string())
-}
-
-unsafe extern "C" fn x_delete(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    sync_dir: c_int,
-) -> c_int {
-    if is_ours(name).is_some() {
-        // Volumes (and their never-created journals) are deleted through the engine only.
-        return ffi::SQLITE_OK;
-    }
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default).xDelete.expect("the default VFS deletes"))(default, name, sync_dir)
-    }
-}
-
-unsafe extern "C" fn x_access(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    if let Some(name) = is_ours(name) {
-        // A volume exists while registered; its journal, WAL and shm files never do.
-        // SAFETY: `out` is SQLite's out-parameter.
-        unsafe { *out = c_int::from(lookup(&name).is_some()) };
-        return ffi::SQLITE_OK;
-    }
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default).xAccess.expect("the default VFS answers access"))(default, name, flags, out)
-    }
-}
-
-unsafe extern "C" fn x_full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    size: c_int,
-    out: *mut c_char,
-) -> c_int {
-    if let Some(name) = is_ours(name) {
-        if name.len() + 1 > size as usize {
-            return ffi::SQLITE_CANTOPEN;
-        }
-        // SAFETY: `out` has room for `size` bytes, checked above to hold the name and its NUL.
-        unsafe {
-            ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), out, name.len());
-            *out.add(name.len()) = 0;
-        }
-        return ffi::SQLITE_OK;
-    }
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default)
-            .xFullPathname
-            .expect("the default VFS resolves paths"))(default, name, size, out)
-    }
-}
-
-unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        match (*default).xDlOpen {
-            Some(f) => f(default, name),
-            None => ptr::null_mut(),
-        }
-    }
-}
-
-unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, size: c_int, out: *mut c_char) {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        if let Some(f) = (*default).xDlError {
-            f(default, size, out)
-        }
-    }
-}
-
-type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
-
-unsafe extern "C" fn x_dl_sym(
-    vfs: *mut ffi::sqlite3_vfs,
-    handle: *mut c_void,
-    symbol: *const c_char,
-) -> Option<DlSym> {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        (*default).xDlSym.and_then(|f| f(default, handle, symbol))
-    }
-}
-
-unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        if let Some(f) = (*default).xDlClose {
-            f(default, handle)
-        }
-    }
-}
-
-unsafe extern "C" fn x_randomness(
-    vfs: *mut ffi::sqlite3_vfs,
-    size: c_int,
-    out: *mut c_char,
-) -> c_int {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default)
-            .xRandomness
-            .expect("the default VFS has randomness"))(default, size, out)
-    }
-}
-
-unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default).xSleep.expect("the default VFS sleeps"))(default, micros)
-    }
-}
-
-unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        ((*default).xCurrentTime.expect("the default VFS tells time"))(default, out)
-    }
-}
-
-unsafe extern "C" fn x_get_last_error(
-    vfs: *mut ffi::sqlite3_vfs,
-    size: c_int,
-    out: *mut c_char,
-) -> c_int {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments.
-    unsafe {
-        let default = default_vfs(vfs);
-        match (*default).xGetLastError {
-            Some(f) => f(default, size, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_current_time_int64(
-    vfs: *mut ffi::sqlite3_vfs,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
-    // SAFETY: delegating to the default VFS with its own object and SQLite's arguments; the
-    // default VFS (unix) is version 2 or later, so it has xCurrentTimeInt64.
-    unsafe {
-        let default = default_vfs(vfs);
-        match (*default).xCurrentTimeInt64 {
-            Some(f) => f(default, out),
-            None => ffi::SQLITE_ERROR,
-        }
-    }
 }
