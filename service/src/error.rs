@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use backtrack_storage_node::client::cause_chain;
+
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +184,7 @@ impl From<StoreError> for ApiError {
                         .into(),
                 )
             }
-            StoreError::Database(why) => ApiError::Internal(why),
+            StoreError::Database(_) | StoreError::Invalid(_) => ApiError::Internal(cause_chain(&e)),
         }
     }
 }

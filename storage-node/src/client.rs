@@ -14,18 +14,23 @@ use crate::api::{
     VolumeFigures, VolumeList,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a call to a node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// No answer: connection refused, reset, or timed out. The call may or may not have taken
-    /// effect, so only idempotent calls should be retried.
+    /// effect, so only idempotent calls should be retried. The text is the transport error and
+    /// its causes.
+    #[error("storage node unreachable: {0}")]
     Unreachable(String),
     /// The node answered with an error of the contract.
+    #[error("{message}")]
     Refused {
         status: u16,
         code: ErrorCode,
         message: String,
     },
     /// The node answered something outside the contract.
+    #[error("storage node protocol error: {0}")]
     Protocol(String),
 }
 
@@ -51,18 +56,6 @@ impl CallError {
         }
     }
 }
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unreachable(why) => write!(f, "storage node unreachable: {why}"),
-            CallError::Refused { message, .. } => write!(f, "{message}"),
-            CallError::Protocol(why) => write!(f, "storage node protocol error: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CallError {}
 
 #[derive(Debug, Clone)]
 pub struct NodeClient {
@@ -241,12 +234,12 @@ impl NodeClient {
         let response = request
             .send()
             .await
-            .map_err(|e| CallError::Unreachable(describe_transport_error(&e)))?;
+            .map_err(|e| CallError::Unreachable(cause_chain(&e)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| CallError::Unreachable(describe_transport_error(&e)))?;
+            .map_err(|e| CallError::Unreachable(cause_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| CallError::Protocol(format!("unexpected response body: {e}")));
@@ -272,10 +265,11 @@ fn refusal(status: StatusCode, bytes: &[u8]) -> CallError {
     }
 }
 
-fn describe_transport_error(e: &reqwest::Error) -> String {
-    // reqwest's Display hides the cause ("error sending request"); walk the chain once.
+/// An error and its causes, in one line: `a: b: c` (reqwest's own text hides the cause, "error
+/// sending request").
+pub fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

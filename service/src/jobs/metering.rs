@@ -87,10 +87,10 @@ impl Meter {
         }
         let now = Timestamp::now();
         self.store
-            .prune(
-                now.plus_secs(-SAMPLE_RETENTION_HOURS * 3600),
-                now.plus_secs(-events::RETENTION_DAYS * 86_400),
-            )
+            .prune_samples(now.plus_secs(-SAMPLE_RETENTION_HOURS * 3600))
+            .await?;
+        self.store
+            .prune_events(now.plus_secs(-events::RETENTION_DAYS * 86_400))
             .await?;
         Ok(false)
     }

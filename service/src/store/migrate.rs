@@ -66,7 +66,7 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
             .execute(&mut *tx)
             .await
             .map_err(|e| {
-                StoreError::Database(format!("migration {} failed: {e}", migration.name))
+                StoreError::Invalid(format!("migration {} failed: {e}", migration.name))
             })?;
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",

@@ -142,7 +142,7 @@ impl Log {
             // The durable prefix of the batch is acknowledged; the rest hears why not. The
             // next batch repairs what the failed write may have left, so once the disk has
             // room (or answers again) commits go on without a restart.
-            let failure = failed.as_ref().map(LogError::of);
+            let failure = failed.map(LogError::of);
             match &failure {
                 Some(e) => {
                     let first = shared.failure.lock().unwrap().replace(e.clone()).is_none();

@@ -78,38 +78,30 @@ use crate::fsutil::{self, remove_if_exists, sync_dir};
 /// write to a segment.
 pub const PAGE_SIZE: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an append failed. Cheap to clone: one failed write answers every committer of its batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// The disk is full: the record was not written. The log repairs itself at the next
     /// append once space is freed.
-    DiskFull(String),
+    #[error("the change log's disk is full: {0}")]
+    DiskFull(#[source] Arc<io::Error>),
     /// The log could not be written or synced: the record is not durable (and was never
     /// acknowledged). The next append first repairs what the failed write may have left.
-    Failed(String),
+    #[error("the change log failed: {0}")]
+    Failed(#[source] Arc<io::Error>),
+    #[error("the change log is closed")]
     Closed,
 }
 
 impl LogError {
-    fn of(e: &io::Error) -> LogError {
-        if fsutil::is_disk_full(e) {
-            LogError::DiskFull(e.to_string())
+    fn of(e: io::Error) -> LogError {
+        if fsutil::is_disk_full(&e) {
+            LogError::DiskFull(Arc::new(e))
         } else {
-            LogError::Failed(e.to_string())
+            LogError::Failed(Arc::new(e))
         }
     }
 }
-
-impl std::fmt::Display for LogError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LogError::DiskFull(why) => write!(f, "the change log's disk is full: {why}"),
-            LogError::Failed(why) => write!(f, "the change log failed: {why}"),
-            LogError::Closed => f.write_str("the change log is closed"),
-        }
-    }
-}
-
-impl std::error::Error for LogError {}
 
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +380,7 @@ impl Log {
                 true
             }
             Err(e) => {
-                *self.shared.failure.lock().unwrap() = Some(LogError::of(&e));
+                *self.shared.failure.lock().unwrap() = Some(LogError::of(e));
                 false
             }
         }

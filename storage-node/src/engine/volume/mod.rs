@@ -76,7 +76,8 @@ impl Clock {
 }
 
 /// An error of the volume, with the contract's code for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct VolumeError {
     pub code: ErrorCode,
     pub message: String,
@@ -100,12 +101,6 @@ impl VolumeError {
             self.code,
             format!("{}; the transaction was rolled back", self.message),
         )
-    }
-}
-
-impl std::fmt::Display for VolumeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
 
