@@ -3,14 +3,14 @@
 //! plain data and pure functions; nothing does I/O.
 
 pub mod paging;
-pub mod time;
+pub mod timestamp;
 
 use std::fmt;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use self::time::Timestamp;
+pub use self::timestamp::Timestamp;
 pub use backtrack_storage_node::api::MAX_WINDOW_SECS;
 
 /// A DB cluster identifier: 1-63 ASCII letters, digits and hyphens; a letter first; no `--`;

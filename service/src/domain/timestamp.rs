@@ -1,19 +1,23 @@
 //! Instants as the API sees them: parsed liberally from RFC 3339 / ISO 8601 (what botocore, the
 //! Rust SDK and people with curl send), kept as microseconds since the Unix epoch, and written
-//! back in UTC with millisecond precision (`2026-11-23T10:15:30.123Z`), as RDS does.
-//!
-//! The calendar arithmetic is Howard Hinnant's days-from-civil algorithm; it is exact for the
-//! proleptic Gregorian calendar, which is all ISO 8601 needs.
+//! back in UTC with millisecond precision (`2026-11-23T10:15:30.123Z`), as RDS does. The
+//! calendar is jiff's; what this adds is what the API accepts beyond it and refuses within it.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use jiff::civil::{Date, Time};
+use jiff::fmt::temporal::{Pieces, PiecesOffset};
+use jiff::tz::Offset;
+use jiff::{Span, Unit};
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 const MICROS_PER_SEC: i64 = 1_000_000;
-const SECS_PER_DAY: i64 = 86_400;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SEC;
+const EPOCH: Date = jiff::civil::date(1970, 1, 1);
 
 impl Timestamp {
     pub const fn from_micros(us: i64) -> Self {
@@ -44,10 +48,62 @@ impl Timestamp {
     /// microsecond), then `Z`, `±hh:mm`, `±hhmm` or `±hh`. A missing offset means UTC, and a
     /// bare date means its midnight UTC.
     pub fn parse(text: &str) -> Result<Self, String> {
-        Parser::new(text.trim()).date_time().ok_or_else(|| {
+        parse(text.trim()).ok_or_else(|| {
             format!("{text:?} is not an ISO 8601 timestamp (e.g. 2026-11-23T10:15:30Z)")
         })
     }
+}
+
+fn parse(text: &str) -> Option<Timestamp> {
+    // jiff takes an hour alone ("T10") and at most nanoseconds; the API wants minutes, and
+    // takes (and drops) any further digits.
+    let bytes = text.as_bytes();
+    if bytes.len() > 10 {
+        let minutes = bytes.get(11..16)?;
+        let shape_ok = minutes[..2].iter().all(u8::is_ascii_digit)
+            && minutes[2] == b':'
+            && minutes[3..].iter().all(u8::is_ascii_digit);
+        if !matches!(bytes[10], b'T' | b't' | b' ') || !shape_ok {
+            return None;
+        }
+    }
+    let text = truncate_fraction(text);
+    let pieces = Pieces::parse(text.as_ref()).ok()?;
+    let offset = match pieces.offset() {
+        None | Some(PiecesOffset::Zulu) => Offset::UTC,
+        Some(PiecesOffset::Numeric(numeric)) => numeric.offset(),
+        Some(_) => return None,
+    };
+    // ISO 8601 offsets stop at ±23:59.
+    if offset.seconds().abs() >= 24 * 3600 {
+        return None;
+    }
+    let time = pieces.time().unwrap_or(Time::midnight());
+    // Through days since the epoch rather than jiff's Timestamp, whose range stops a day
+    // short of the end of year 9999.
+    let days = i64::from(pieces.date().since((Unit::Day, EPOCH)).ok()?.get_days());
+    let of_day = ((i64::from(time.hour()) * 60 + i64::from(time.minute())) * 60
+        + i64::from(time.second()))
+        * MICROS_PER_SEC
+        + i64::from(time.subsec_nanosecond()) / 1_000;
+    Some(Timestamp(
+        days * MICROS_PER_DAY + of_day - i64::from(offset.seconds()) * MICROS_PER_SEC,
+    ))
+}
+
+/// The text with its fraction of a second cut to nine digits.
+fn truncate_fraction(text: &str) -> std::borrow::Cow<'_, str> {
+    let Some(dot) = text.find(['.', ',']) else {
+        return text.into();
+    };
+    let digits = text[dot + 1..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    if digits <= 9 {
+        return text.into();
+    }
+    format!("{}{}", &text[..dot + 10], &text[dot + 1 + digits..]).into()
 }
 
 impl fmt::Display for Timestamp {
@@ -55,12 +111,16 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0.div_euclid(MICROS_PER_SEC);
         let millis = self.0.rem_euclid(MICROS_PER_SEC) / 1_000;
-        let days = secs.div_euclid(SECS_PER_DAY);
-        let of_day = secs.rem_euclid(SECS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
+        let of_day = secs.rem_euclid(86_400);
+        let date = EPOCH
+            .checked_add(Span::new().days(secs.div_euclid(86_400)))
+            .map_err(|_| fmt::Error)?;
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            date.year(),
+            date.month(),
+            date.day(),
             of_day / 3600,
             of_day % 3600 / 60,
             of_day % 60
@@ -79,24 +139,31 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     /// protocols send for timestamps).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
+
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Timestamp;
+
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an ISO 8601 timestamp")
             }
+
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
                 Timestamp::parse(v).map_err(E::custom)
             }
+
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
                 epoch_seconds(v as f64)
             }
+
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
                 epoch_seconds(v as f64)
             }
+
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
                 epoch_seconds(v)
             }
         }
+
         d.deserialize_any(Visitor)
     }
 }
@@ -109,171 +176,6 @@ fn epoch_seconds<E: serde::de::Error>(secs: f64) -> Result<Timestamp, E> {
         )));
     }
     Ok(Timestamp((secs * MICROS_PER_SEC as f64).round() as i64))
-}
-
-struct Parser<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn new(text: &'a str) -> Self {
-        Parser {
-            bytes: text.as_bytes(),
-            at: 0,
-        }
-    }
-
-    fn date_time(mut self) -> Option<Timestamp> {
-        let year = self.digits(4)?;
-        self.expect(b'-')?;
-        let month = self.digits(2)?;
-        self.expect(b'-')?;
-        let day = self.digits(2)?;
-        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-            return None;
-        }
-        let mut micros_of_day = 0;
-        let mut offset_secs = 0;
-        if self.at < self.bytes.len() {
-            if !matches!(self.bytes[self.at], b'T' | b't' | b' ') {
-                return None;
-            }
-            self.at += 1;
-            let hour = self.digits(2)?;
-            self.expect(b':')?;
-            let minute = self.digits(2)?;
-            let mut second = 0;
-            let mut fraction = 0;
-            if self.peek() == Some(b':') {
-                self.at += 1;
-                second = self.digits(2)?;
-                if matches!(self.peek(), Some(b'.') | Some(b',')) {
-                    self.at += 1;
-                    fraction = self.fraction_micros()?;
-                }
-            }
-            // 24:00:00 is not accepted; a leap second (…:60) is not representable either.
-            if hour > 23 || minute > 59 || second > 59 {
-                return None;
-            }
-            micros_of_day = ((hour * 60 + minute) * 60 + second) * MICROS_PER_SEC + fraction;
-            offset_secs = self.offset()?;
-        }
-        if self.at != self.bytes.len() {
-            return None;
-        }
-        let days = days_from_civil(year, month, day);
-        Some(Timestamp(
-            days * SECS_PER_DAY * MICROS_PER_SEC + micros_of_day - offset_secs * MICROS_PER_SEC,
-        ))
-    }
-
-    fn offset(&mut self) -> Option<i64> {
-        match self.peek() {
-            None => Some(0),
-            Some(b'Z') | Some(b'z') => {
-                self.at += 1;
-                Some(0)
-            }
-            Some(sign @ (b'+' | b'-')) => {
-                self.at += 1;
-                let hours = self.digits(2)?;
-                let minutes = match self.peek() {
-                    Some(b':') => {
-                        self.at += 1;
-                        self.digits(2)?
-                    }
-                    Some(b'0'..=b'9') => self.digits(2)?,
-                    _ => 0,
-                };
-                if hours > 23 || minutes > 59 {
-                    return None;
-                }
-                let secs = (hours * 60 + minutes) * 60;
-                Some(if sign == b'-' { -secs } else { secs })
-            }
-            Some(_) => None,
-        }
-    }
-
-    /// Up to 6 digits are kept; further digits are accepted and dropped (nanosecond inputs).
-    fn fraction_micros(&mut self) -> Option<i64> {
-        let start = self.at;
-        let mut micros = 0;
-        while let Some(b @ b'0'..=b'9') = self.peek() {
-            if self.at - start < 6 {
-                micros = micros * 10 + i64::from(b - b'0');
-            }
-            self.at += 1;
-        }
-        let count = self.at - start;
-        if count == 0 {
-            return None;
-        }
-        for _ in count..6 {
-            micros *= 10;
-        }
-        Some(micros)
-    }
-
-    fn digits(&mut self, count: usize) -> Option<i64> {
-        let end = self.at.checked_add(count)?;
-        let slice = self.bytes.get(self.at..end)?;
-        let mut value = 0;
-        for &b in slice {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            value = value * 10 + i64::from(b - b'0');
-        }
-        self.at = end;
-        Some(value)
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.at += 1)
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -308,6 +210,14 @@ mod tests {
         assert_eq!(parse("2018-03-19"), "2018-03-19T00:00:00.000Z");
         assert_eq!(
             parse("2018-03-19T10:00:00.123456789Z"),
+            "2018-03-19T10:00:00.123Z"
+        );
+    }
+
+    #[test]
+    fn takes_any_number_of_fraction_digits() {
+        assert_eq!(
+            parse("2018-03-19T10:00:00.1234567891234Z"),
             "2018-03-19T10:00:00.123Z"
         );
     }
