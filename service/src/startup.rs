@@ -103,7 +103,7 @@ impl App {
             reconciler,
             wakeup: Wakeup::default(),
             settings,
-            http_metrics: Arc::default(),
+            metrics: Arc::default(),
         };
         let router = http::router(
             state.clone(),

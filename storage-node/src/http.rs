@@ -2,8 +2,6 @@
 //! blocks (SQLite, fsync), so it runs on tokio's blocking pool. One error type turns every
 //! failure into the contract's `{"code", "message"}` body with the code's status.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -23,6 +21,7 @@ use crate::api::{
 use crate::engine::log::LogError;
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
+use crate::metrics::NodeMetrics;
 
 /// Execute requests carry batches; allow them room.
 const BODY_LIMIT: usize = 64 << 20;
@@ -31,12 +30,14 @@ const BODY_LIMIT: usize = 64 << 20;
 struct Node {
     engine: Arc<Engine>,
     token: Arc<str>,
+    metrics: Arc<NodeMetrics>,
 }
 
 pub fn router(engine: Arc<Engine>, token: &str) -> Router {
     let node = Node {
         engine,
         token: token.into(),
+        metrics: Arc::default(),
     };
     let volumes = Router::new()
         .route("/v1/volumes", get(list_volumes))
@@ -274,118 +275,13 @@ async fn rollback(
 
 /// Prometheus text format: the node's log and each volume's figures.
 async fn metrics(State(node): State<Node>) -> Response {
-    let engine = node.engine.clone();
-    let text = tokio::task::spawn_blocking(move || render_metrics(&engine))
+    let (engine, metrics) = (node.engine.clone(), node.metrics.clone());
+    let text = tokio::task::spawn_blocking(move || metrics.render(&engine))
         .await
         .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-fn render_metrics(engine: &Engine) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let log = engine.log();
-    let stats = log.stats();
-    let one = |v: f64| vec![(String::new(), v)];
-    metric(
-        "backtrack_node_log_bytes",
-        "gauge",
-        "Bytes in the change log.",
-        &one(log.total_bytes() as f64),
-    );
-    metric(
-        "backtrack_node_log_segments",
-        "gauge",
-        "Segments in the change log.",
-        &one(log.segments().len() as f64),
-    );
-    metric(
-        "backtrack_node_log_records_total",
-        "counter",
-        "Records appended to the log.",
-        &one(stats.records.load(Ordering::Relaxed) as f64),
-    );
-    metric(
-        "backtrack_node_log_syncs_total",
-        "counter",
-        "Durable writes of the log (group commits): direct synchronous writes, or fdatasync.",
-        &one(stats.syncs.load(Ordering::Relaxed) as f64),
-    );
-    metric(
-        "backtrack_node_log_flush_seconds_total",
-        "counter",
-        "Time spent making group commits durable.",
-        &one(stats.flush_ns.load(Ordering::Relaxed) as f64 / 1e9),
-    );
-    let failure = log.failure();
-    metric(
-        "backtrack_node_log_failed",
-        "gauge",
-        "1 while writes to the log fail (they are retried; see backtrack_node_disk_full).",
-        &one(f64::from(u8::from(failure.is_some()))),
-    );
-    metric(
-        "backtrack_node_disk_full",
-        "gauge",
-        "1 while the log's disk is full: commits fail until space is freed.",
-        &one(f64::from(u8::from(matches!(
-            failure,
-            Some(LogError::DiskFull(_))
-        )))),
-    );
-    let volumes = engine.all_figures();
-    metric(
-        "backtrack_node_volumes",
-        "gauge",
-        "Volumes on this node.",
-        &one(volumes.len() as f64),
-    );
-    let per_volume = |f: &dyn Fn(&crate::api::VolumeFigures) -> f64| -> Vec<(String, f64)> {
-        volumes
-            .iter()
-            .map(|v| (format!("{{volume=\"{}\"}}", v.volume_id), f(v)))
-            .collect()
-    };
-    metric(
-        "backtrack_volume_change_records_created_total",
-        "counter",
-        "Change records (page versions) written by commits.",
-        &per_volume(&|v| v.change_records_created as f64),
-    );
-    metric(
-        "backtrack_volume_change_records_stored",
-        "gauge",
-        "Change records retained for the backtrack window.",
-        &per_volume(&|v| v.change_records_stored as f64),
-    );
-    metric(
-        "backtrack_volume_window_seconds",
-        "gauge",
-        "Target backtrack window.",
-        &per_volume(&|v| v.window_secs as f64),
-    );
-    metric(
-        "backtrack_volume_actual_window_seconds",
-        "gauge",
-        "Backtrack window the volume can really rewind.",
-        &per_volume(&|v| v.actual_window_secs as f64),
-    );
-    metric(
-        "backtrack_volume_bytes_on_disk",
-        "gauge",
-        "Bytes of log and base image held for the volume.",
-        &per_volume(&|v| v.bytes_on_disk as f64),
-    );
-    metric(
-        "backtrack_volume_open_transactions",
-        "gauge",
-        "Open transactions.",
-        &per_volume(&|v| f64::from(v.open_transactions)),
-    );
-    out
+    (
+        [(header::CONTENT_TYPE, crate::metrics::content_type())],
+        text,
+    )
+        .into_response()
 }

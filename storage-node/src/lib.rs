@@ -7,6 +7,7 @@
 //! - `fsutil`: private files and directories, atomic writes, a full disk, and the lock that
 //!   gives a data directory one owner.
 //! - `http`: the node's HTTP API over the engine.
+//! - `metrics`: the node's `/metrics`.
 //! - `server`: runs a node until it is told to stop.
 //! - `testing` (feature `testing`): helpers for tests, such as a small filesystem to fill.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod fsutil;
 pub mod http;
+pub mod metrics;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;

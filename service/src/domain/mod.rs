@@ -81,6 +81,14 @@ pub enum ClusterStatus {
 }
 
 impl ClusterStatus {
+    pub const ALL: [ClusterStatus; 5] = [
+        ClusterStatus::Creating,
+        ClusterStatus::Available,
+        ClusterStatus::Modifying,
+        ClusterStatus::Backtracking,
+        ClusterStatus::Deleting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ClusterStatus::Creating => "creating",
@@ -92,14 +100,7 @@ impl ClusterStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "creating" => ClusterStatus::Creating,
-            "available" => ClusterStatus::Available,
-            "modifying" => ClusterStatus::Modifying,
-            "backtracking" => ClusterStatus::Backtracking,
-            "deleting" => ClusterStatus::Deleting,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

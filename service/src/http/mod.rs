@@ -47,7 +47,7 @@ pub struct AppState {
     pub reconciler: Arc<ClusterReconciler>,
     pub wakeup: Wakeup,
     pub settings: Arc<Settings>,
-    pub http_metrics: Arc<metrics::HttpMetrics>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 pub use crate::config::Settings;
