@@ -13,7 +13,7 @@ mod backtracks;
 mod clusters;
 mod events;
 mod metering;
-mod migrate;
+mod schema;
 mod sql;
 mod tx;
 
@@ -193,7 +193,7 @@ impl Store {
             }
         };
         let store = Store { pool, backend };
-        migrate::run(&store.pool, backend).await?;
+        schema::migrate(&store.pool, url, backend).await?;
         Ok(store)
     }
 

@@ -258,3 +258,59 @@ async fn postgresql_urls_may_require_tls() {
     let refused = Store::connect(&verify).await.err().expect("refused");
     assert!(!refused.to_string().is_empty());
 }
+
+#[tokio::test]
+async fn a_database_made_by_the_old_migration_runner_is_carried_over_and_keeps_its_rows() {
+    use sqlx::{Connection, Executor, Row};
+    let db = TestDb::new().await;
+    let (dir, a, b) = if db.url.starts_with("sqlite") {
+        (
+            "sqlite",
+            include_str!("../../../migrations/sqlite/0001_clusters_and_backtracks.sql"),
+            include_str!("../../../migrations/sqlite/0002_metering_and_events.sql"),
+        )
+    } else {
+        (
+            "postgres",
+            include_str!("../../../migrations/postgres/0001_clusters_and_backtracks.sql"),
+            include_str!("../../../migrations/postgres/0002_metering_and_events.sql"),
+        )
+    };
+    // What the store's own runner left: the schema, and schema_migrations recording it.
+    sqlx::any::install_default_drivers();
+    {
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        conn.execute(sqlx::raw_sql(a)).await.unwrap();
+        conn.execute(sqlx::raw_sql(b)).await.unwrap();
+        conn.execute(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (1, '0001_clusters_and_backtracks', 0), \
+             (2, '0002_metering_and_events', 0)",
+        )
+        .await
+        .unwrap();
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    store.insert_cluster(&cluster("kept")).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let applied = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = applied.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, [1, 2], "{dir}");
+    assert!(
+        sqlx::query("SELECT 1 FROM schema_migrations")
+            .fetch_all(&mut conn)
+            .await
+            .is_err(),
+        "the old table is gone"
+    );
+    // Opening again applies nothing (checksums match).
+    Store::connect(&db.url).await.unwrap();
+}
