@@ -7,8 +7,9 @@
 //! drops usage.
 //!
 //! Quantities are integers: usage is kept as *twice* the record-microseconds (the trapezoid
-//! rule halves a sum, and doubling keeps that exact), and money as [`Money`], an `i128` of
-//! 10^-12 of the currency. Nothing is a float.
+//! rule halves a sum, and doubling keeps that exact), and the decimals shown to users as
+//! [`Money`], [`CrHours`] and [`Records`]: distinct types over one `i128` of 10^-12, so a
+//! cost cannot be added to a usage by mistake. Nothing is a float.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,28 +72,41 @@ pub fn usage_between(from: Sample, to: Sample) -> Vec<HourUsage> {
 }
 
 /// Change-record-hours in `units`, as an exact decimal.
-pub fn cr_hours(units: i128) -> Money {
-    Money::ratio(units, UNITS_PER_CR_HOUR)
+pub fn cr_hours(units: i128) -> CrHours {
+    CrHours(Fixed::ratio(units, UNITS_PER_CR_HOUR))
 }
 
 /// The cost of `units` at `price` per million change-record-hours.
 pub fn cost(units: i128, price_per_million: Money) -> Money {
     // units / UNITS_PER_CR_HOUR / 1e6 * price, computed on the 10^-12 mantissa at once so the
     // only rounding is the final one.
-    Money::ratio_scaled(units * price_per_million.0, UNITS_PER_CR_HOUR * 1_000_000)
+    Money(Fixed::ratio_scaled(
+        units * price_per_million.0 .0,
+        UNITS_PER_CR_HOUR * 1_000_000,
+    ))
 }
 
 /// Hours in a billing month, as AWS prices them.
 pub const HOURS_PER_MONTH: i128 = 730;
 
 /// What a cluster's window costs at its current rate of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Projection {
-    pub created_per_hour: Money,
+    /// Change records made per hour.
+    pub created_per_hour: Records,
     /// In steady state, a window keeps `rate x window` records.
-    pub stored: Money,
-    pub monthly_cr_hours: Money,
+    pub stored: Records,
+    pub monthly_cr_hours: CrHours,
     pub monthly_cost: Money,
+}
+
+impl std::ops::AddAssign for Projection {
+    fn add_assign(&mut self, other: Projection) {
+        self.created_per_hour += other.created_per_hour;
+        self.stored += other.stored;
+        self.monthly_cr_hours += other.monthly_cr_hours;
+        self.monthly_cost += other.monthly_cost;
+    }
 }
 
 /// The projection from `created` change records made in `elapsed_us`, for a target window of
@@ -104,46 +118,38 @@ pub fn project(
     price_per_million: Money,
 ) -> Projection {
     if elapsed_us <= 0 || created <= 0 || window_secs == 0 {
-        return Projection {
-            created_per_hour: Money::ZERO,
-            stored: Money::ZERO,
-            monthly_cr_hours: Money::ZERO,
-            monthly_cost: Money::ZERO,
-        };
+        return Projection::default();
     }
     let created = i128::from(created);
     let elapsed = i128::from(elapsed_us);
     let window_us = i128::from(window_secs) * 1_000_000;
-    let stored = Money::ratio(created * window_us, elapsed);
-    let monthly_cr_hours = stored.times(HOURS_PER_MONTH);
+    let stored = Records(Fixed::ratio(created * window_us, elapsed));
+    // Records kept for every hour of the month.
+    let monthly_cr_hours = CrHours(stored.0) * HOURS_PER_MONTH;
     Projection {
-        created_per_hour: Money::ratio(created * i128::from(HOUR_US), elapsed),
+        created_per_hour: Records(Fixed::ratio(created * i128::from(HOUR_US), elapsed)),
         stored,
         monthly_cr_hours,
-        // CR-h (10^-12 units) x price (10^-12 units) / 10^12 / 10^6.
-        monthly_cost: Money::ratio_scaled(
-            monthly_cr_hours.0 * price_per_million.0,
-            SCALE * 1_000_000,
-        ),
+        monthly_cost: monthly_cr_hours.cost(price_per_million),
     }
 }
 
-/// An exact decimal with 12 fractional digits (money, or change-record-hours).
+/// An exact decimal with 12 fractional digits: the one representation under [`Money`],
+/// [`CrHours`] and [`Records`], which keep the three from being mixed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct Money(pub i128);
+struct Fixed(i128);
 
+/// 10^12: a [`Fixed`]'s mantissa per unit.
 const SCALE: i128 = 1_000_000_000_000;
 
-impl Money {
-    pub const ZERO: Money = Money(0);
-
+impl Fixed {
     /// `numerator / denominator`, rounded half away from zero to 12 places.
-    pub fn ratio(numerator: i128, denominator: i128) -> Money {
-        Money::ratio_scaled(numerator * SCALE, denominator)
+    fn ratio(numerator: i128, denominator: i128) -> Fixed {
+        Fixed::ratio_scaled(numerator * SCALE, denominator)
     }
 
     /// `numerator / denominator` where the numerator is already in 10^-12 units.
-    fn ratio_scaled(numerator: i128, denominator: i128) -> Money {
+    fn ratio_scaled(numerator: i128, denominator: i128) -> Fixed {
         let quotient = numerator / denominator;
         let remainder = numerator % denominator;
         let round = if 2 * remainder.abs() >= denominator.abs() {
@@ -151,22 +157,14 @@ impl Money {
         } else {
             0
         };
-        Money(quotient + round)
-    }
-
-    pub fn plus(self, other: Money) -> Money {
-        Money(self.0 + other.0)
-    }
-
-    pub fn times(self, factor: i128) -> Money {
-        Money(self.0 * factor)
+        Fixed(quotient + round)
     }
 
     /// Rounded to `places` decimal places (half away from zero), for display.
-    pub fn rounded(self, places: u32) -> String {
+    fn rounded(self, places: u32) -> String {
         let step = SCALE / 10i128.pow(places.min(12));
-        let rounded = Money::ratio_scaled(self.0, step).0 * step;
-        Money(rounded).to_string_places(places)
+        let rounded = Fixed::ratio_scaled(self.0, step).0 * step;
+        Fixed(rounded).to_string_places(places)
     }
 
     fn to_string_places(self, places: u32) -> String {
@@ -181,7 +179,7 @@ impl Money {
     }
 }
 
-impl fmt::Display for Money {
+impl fmt::Display for Fixed {
     /// All 12 places, trailing zeros trimmed (at least 2 kept).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let full = self.to_string_places(12);
@@ -196,11 +194,11 @@ impl fmt::Display for Money {
     }
 }
 
-impl FromStr for Money {
+impl FromStr for Fixed {
     type Err = String;
 
     /// A plain decimal: digits, optionally a point and up to 12 more digits.
-    fn from_str(text: &str) -> Result<Money, String> {
+    fn from_str(text: &str) -> Result<Fixed, String> {
         let bad = || format!("{text:?} is not a decimal amount like 0.012");
         let (negative, digits) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -222,7 +220,89 @@ impl FromStr for Money {
         };
         let fraction: i128 = format!("{fraction:0<12}").parse().map_err(|_| bad())?;
         let value = whole * SCALE + fraction;
-        Ok(Money(if negative { -value } else { value }))
+        Ok(Fixed(if negative { -value } else { value }))
+    }
+}
+
+/// A quantity over [`Fixed`]: it adds to its own kind, scales by a count, sums, prints and
+/// parses as the decimal it holds, and nothing else.
+macro_rules! quantity {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+        pub struct $name(Fixed);
+
+        impl $name {
+            pub const ZERO: $name = $name(Fixed(0));
+
+            /// Rounded to `places` decimal places (half away from zero), for display.
+            pub fn rounded(self, places: u32) -> String {
+                self.0.rounded(places)
+            }
+        }
+
+        impl std::ops::Add for $name {
+            type Output = $name;
+            fn add(self, other: $name) -> $name {
+                $name(Fixed(self.0 .0 + other.0 .0))
+            }
+        }
+
+        impl std::ops::AddAssign for $name {
+            fn add_assign(&mut self, other: $name) {
+                *self = *self + other;
+            }
+        }
+
+        impl std::ops::Mul<i128> for $name {
+            type Output = $name;
+            fn mul(self, factor: i128) -> $name {
+                $name(Fixed(self.0 .0 * factor))
+            }
+        }
+
+        impl std::iter::Sum for $name {
+            fn sum<I: Iterator<Item = $name>>(items: I) -> $name {
+                items.fold($name::ZERO, |a, b| a + b)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<$name, String> {
+                text.parse().map($name)
+            }
+        }
+    };
+}
+
+quantity!(
+    /// An amount of the billing currency, exact to 10^-12.
+    Money
+);
+quantity!(
+    /// Change-record-hours: records stored, times the hours they were stored.
+    CrHours
+);
+quantity!(
+    /// A number of change records (fractional when it is a rate or a projection).
+    Records
+);
+
+impl CrHours {
+    /// What these cost at `price_per_million` change-record-hours.
+    pub fn cost(self, price_per_million: Money) -> Money {
+        // CR-h (10^-12 units) x price (10^-12 units) / 10^12 / 10^6.
+        Money(Fixed::ratio_scaled(
+            self.0 .0 * price_per_million.0 .0,
+            SCALE * 1_000_000,
+        ))
     }
 }
 
@@ -399,15 +479,18 @@ mod tests {
             project(0, HOUR_US, 86_400, price()).monthly_cost,
             Money::ZERO
         );
-        assert_eq!(project(500, HOUR_US, 0, price()).stored, Money::ZERO);
+        assert_eq!(project(500, HOUR_US, 0, price()).stored, Records::ZERO);
     }
 
     #[test]
     fn decimals_parse_and_print_exactly() {
-        assert_eq!("0.012".parse::<Money>().unwrap(), Money(12_000_000_000));
+        assert_eq!(
+            "0.012".parse::<Money>().unwrap(),
+            Money(Fixed(12_000_000_000))
+        );
         assert_eq!("5".parse::<Money>().unwrap().to_string(), "5.00");
         assert_eq!(".5".parse::<Money>().unwrap().to_string(), "0.50");
-        assert_eq!(Money(1).to_string(), "0.000000000001");
+        assert_eq!(Money(Fixed(1)).to_string(), "0.000000000001");
         assert_eq!("1.2345".parse::<Money>().unwrap().rounded(2), "1.23");
         assert_eq!("1.235".parse::<Money>().unwrap().rounded(2), "1.24");
         for bad in ["", "abc", "1.2.3", "1e3", "0.0000000000001", "-"] {

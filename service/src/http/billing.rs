@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::clusters::parse_cluster_ref;
 use super::{json, AppState, QueryParams};
-use crate::billing::{cost, cr_hours, project, Money, HOUR_US};
+use crate::billing::{cost, cr_hours, project, Money, Projection, HOUR_US};
 use crate::domain::{Cluster, Timestamp};
 use crate::error::{ApiError, ErrorResponse};
 use crate::jobs::metering::all_clusters;
@@ -205,7 +205,7 @@ async fn report(
         .map(|row| {
             let item_cost = cost(row.units, price);
             total_units += row.units;
-            total_cost = total_cost.plus(item_cost);
+            total_cost += item_cost;
             LineItem {
                 db_cluster_identifier: row.cluster_id,
                 db_cluster_resource_id: row.resource_id,
@@ -220,7 +220,7 @@ async fn report(
         .collect();
     // The projection sums each cluster's, over the last hour of samples.
     let since = Timestamp::now().plus_secs(-3600);
-    let mut sum = project(0, 0, 0, price);
+    let mut sum = Projection::default();
     for cluster in clusters {
         let samples = state
             .store
@@ -235,10 +235,7 @@ async fn report(
             cluster.backtrack_window,
             price,
         );
-        sum.created_per_hour = sum.created_per_hour.plus(p.created_per_hour);
-        sum.stored = sum.stored.plus(p.stored);
-        sum.monthly_cr_hours = sum.monthly_cr_hours.plus(p.monthly_cr_hours);
-        sum.monthly_cost = sum.monthly_cost.plus(p.monthly_cost);
+        sum += p;
     }
     let meter = match one {
         Some(cluster) => state.store.meter_state(&cluster.resource_id).await?,
