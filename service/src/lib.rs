@@ -2,7 +2,10 @@
 //!
 //! - `config`: flags and environment, validated once.
 //! - `startup`: `App::build(config)` opens the store, binds, spawns workers, runs, stops.
-//! - `http`: the RDS-style REST API (one file per resource) and its layers.
+//! - `ops`: the operations (clusters, backtracks, events, billing, metrics, SQL) with their
+//!   rules, whichever front door calls them; typed inputs, typed outputs, one error enum.
+//! - `http`: the RDS-style REST API and the Data API (one file per resource: parse, call an
+//!   operation, render) and its layers.
 //! - `error`: `ApiError`, the one mapping from failures to RDS codes and statuses.
 //! - `domain`: identifiers, times, statuses, paging — pure values.
 //! - `store`: clusters and backtrack jobs in SQLite or PostgreSQL.
@@ -21,5 +24,6 @@ pub mod http;
 pub mod jobs;
 pub mod nodes;
 pub mod openapi;
+pub mod ops;
 pub mod startup;
 pub mod store;

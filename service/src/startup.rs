@@ -17,6 +17,7 @@ use crate::jobs::metering::Meter;
 use crate::jobs::{self, BacktrackRunner, ClusterReconciler, JobTiming, Wakeup};
 use crate::nodes::local::{self, LocalNodes};
 use crate::nodes::NodeRegistry;
+use crate::ops::Ops;
 use crate::store::{redact, Store};
 
 pub struct App {
@@ -98,11 +99,13 @@ impl App {
         ));
         let meter = Arc::new(Meter::new(store.clone(), nodes.clone(), settings.clone()));
         let state = AppState {
-            store,
-            nodes,
-            reconciler,
-            wakeup: Wakeup::default(),
-            settings,
+            ops: Ops {
+                store,
+                nodes,
+                reconciler,
+                wakeup: Wakeup::default(),
+                settings,
+            },
             metrics: Arc::default(),
         };
         let router = http::router(
@@ -153,15 +156,15 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let mut workers = jobs::spawn(
             self.runner.clone(),
-            self.state.reconciler.clone(),
+            self.state.ops.reconciler.clone(),
             self.meter.clone(),
-            self.state.wakeup.clone(),
+            self.state.ops.wakeup.clone(),
             self.poll,
             self.metering,
             self.shutdown.subscribe(),
         );
         workers.push(tokio::spawn(watch_node_health(
-            self.state.nodes.clone(),
+            self.state.ops.nodes.clone(),
             self.shutdown.subscribe(),
         )));
         let workers = AbortOnDrop(workers);
@@ -177,7 +180,7 @@ impl App {
         if let Some(local) = self.local {
             local.stop().await;
         }
-        self.state.store.close().await;
+        self.state.ops.store.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -102,6 +102,111 @@ impl ClusterStatus {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
+
+    /// A backtrack starts only from `available` (and moves the cluster to `backtracking`).
+    pub fn accepts_backtrack(self) -> bool {
+        self == ClusterStatus::Available
+    }
+
+    /// ModifyDBCluster applies only to an `available` cluster.
+    pub fn accepts_modify(self) -> bool {
+        self == ClusterStatus::Available
+    }
+
+    /// DeleteDBCluster is refused only while a backtrack runs or a deletion already does.
+    pub fn accepts_delete(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::Available | ClusterStatus::Creating | ClusterStatus::Modifying
+        )
+    }
+
+    /// Whether SQL can run on the cluster's database now, and if not, why.
+    pub fn accepts_sql(self) -> Result<(), SqlRefusal> {
+        match self {
+            ClusterStatus::Available | ClusterStatus::Modifying => Ok(()),
+            ClusterStatus::Backtracking => Err(SqlRefusal::Backtracking),
+            ClusterStatus::Creating => Err(SqlRefusal::Creating),
+            ClusterStatus::Deleting => Err(SqlRefusal::Deleting),
+        }
+    }
+
+    /// The statuses whose change the storage node has still to make (the volume to create or
+    /// to give its new window): the reconciler converges these.
+    pub fn awaits_node(self) -> bool {
+        matches!(self, ClusterStatus::Creating | ClusterStatus::Modifying)
+    }
+
+    /// Whether the cluster has a volume its node can report on (not yet created, or going).
+    pub fn has_volume(self) -> bool {
+        !matches!(self, ClusterStatus::Creating | ClusterStatus::Deleting)
+    }
+
+    /// The statuses shown as `inaccessible` while the cluster's storage node does not answer.
+    pub fn shows_node_health(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::Available | ClusterStatus::Backtracking | ClusterStatus::Modifying
+        )
+    }
+}
+
+/// Why SQL cannot run on a cluster now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlRefusal {
+    /// A rewind is being applied: the database is away for a moment.
+    Backtracking,
+    /// The volume does not exist yet.
+    Creating,
+    /// The cluster is going.
+    Deleting,
+}
+
+/// The one engine: Aurora MySQL's name, so RDS tooling accepts the clusters; the SQL dialect
+/// underneath is SQLite's.
+pub const ENGINE: &str = "aurora-mysql";
+pub const ENGINE_VERSION: &str = "sqlite-3.46.0";
+pub const ENGINE_MODE: &str = "provisioned";
+
+/// Checks a requested engine, version and mode against the one Backtrack runs, and returns the
+/// engine's name.
+pub fn validate_engine(
+    engine: Option<&str>,
+    version: Option<&str>,
+    mode: Option<&str>,
+) -> Result<String, String> {
+    let engine = engine.unwrap_or(ENGINE);
+    if engine != ENGINE {
+        return Err(format!(
+            "Backtrack is not enabled for the {engine} engine: clusters run the {ENGINE} engine \
+             (SQL dialect: SQLite)."
+        ));
+    }
+    if let Some(version) = version.filter(|v| *v != ENGINE_VERSION) {
+        return Err(format!(
+            "Cannot find version {version} for {ENGINE}; the available version is {ENGINE_VERSION}."
+        ));
+    }
+    if let Some(mode) = mode.filter(|m| *m != ENGINE_MODE) {
+        return Err(format!(
+            "The engine mode {mode} is not supported; use {ENGINE_MODE}."
+        ));
+    }
+    Ok(engine.to_string())
+}
+
+/// Checks tags as RDS does: keys of 1-128 characters, values of at most 256.
+pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
+    match tags
+        .iter()
+        .find(|t| t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256)
+    {
+        Some(tag) => Err(format!(
+            "Invalid tag {:?}: keys are 1-128 characters and values at most 256.",
+            tag.key
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The statuses of a backtrack, as RDS names them: pending -> applying -> completed | failed.
@@ -174,6 +279,23 @@ impl Cluster {
             return None;
         }
         Some(enabled.max(now.plus_secs(-(self.backtrack_window as i64))))
+    }
+
+    /// Sets a new target window. History starts now when backtracking was off, and is
+    /// dropped when the window becomes 0; the node applies the change (`modifying`).
+    pub fn set_window(&mut self, window: u64, now: Timestamp) {
+        if window == self.backtrack_window {
+            return;
+        }
+        if self.backtrack_window == 0 {
+            self.backtrack_enabled_at = Some(now);
+        }
+        if window == 0 {
+            self.backtrack_enabled_at = None;
+        }
+        self.backtrack_window = window;
+        self.backtrack_ever_enabled |= window > 0;
+        self.status = ClusterStatus::Modifying;
     }
 }
 
@@ -269,6 +391,82 @@ mod tests {
         assert_eq!(
             ClusterStatus::parse("backtracking"),
             Some(ClusterStatus::Backtracking)
+        );
+    }
+
+    #[test]
+    fn each_status_accepts_what_rds_allows_in_it() {
+        use ClusterStatus::*;
+        let accepting = |rule: fn(ClusterStatus) -> bool| {
+            ClusterStatus::ALL
+                .into_iter()
+                .filter(|s| rule(*s))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(accepting(ClusterStatus::accepts_backtrack), [Available]);
+        assert_eq!(accepting(ClusterStatus::accepts_modify), [Available]);
+        assert_eq!(
+            accepting(ClusterStatus::accepts_delete),
+            [Creating, Available, Modifying]
+        );
+        assert_eq!(
+            accepting(|s| s.accepts_sql().is_ok()),
+            [Available, Modifying]
+        );
+        assert_eq!(Backtracking.accepts_sql(), Err(SqlRefusal::Backtracking));
+        assert_eq!(accepting(ClusterStatus::awaits_node), [Creating, Modifying]);
+        assert_eq!(
+            accepting(ClusterStatus::has_volume),
+            [Available, Modifying, Backtracking]
+        );
+    }
+
+    #[test]
+    fn one_engine_version_and_mode_are_accepted() {
+        assert_eq!(validate_engine(None, None, None).unwrap(), ENGINE);
+        assert!(validate_engine(Some("postgres"), None, None).is_err());
+        assert!(validate_engine(None, Some("8.0"), None).is_err());
+        assert!(validate_engine(None, None, Some("serverless")).is_err());
+        let tag = |k: &str| Tag {
+            key: k.into(),
+            value: String::new(),
+        };
+        assert!(validate_tags(&[tag("team")]).is_ok());
+        assert!(validate_tags(&[tag("")]).is_err());
+        assert!(validate_tags(&[tag(&"k".repeat(129))]).is_err());
+    }
+
+    #[test]
+    fn a_new_window_starts_or_drops_the_history() {
+        let now = Timestamp::from_micros(1_000_000);
+        let mut c = Cluster {
+            id: ClusterId::parse("c").unwrap(),
+            resource_id: new_resource_id(),
+            engine: ENGINE.into(),
+            engine_version: ENGINE_VERSION.into(),
+            status: ClusterStatus::Available,
+            backtrack_window: 0,
+            backtrack_enabled_at: None,
+            backtrack_ever_enabled: false,
+            deletion_protection: false,
+            http_endpoint_enabled: true,
+            database_name: None,
+            master_username: None,
+            tags: Vec::new(),
+            node_id: "node-1".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        c.set_window(600, now);
+        assert_eq!(c.backtrack_enabled_at, Some(now));
+        assert_eq!(c.status, ClusterStatus::Modifying);
+        c.status = ClusterStatus::Available;
+        c.set_window(600, Timestamp::from_micros(2_000_000));
+        assert_eq!(c.status, ClusterStatus::Available, "no change, no work");
+        c.set_window(0, now);
+        assert_eq!(
+            (c.backtrack_enabled_at, c.backtrack_ever_enabled),
+            (None, true)
         );
     }
 

@@ -23,6 +23,64 @@ pub fn validate_max_records(value: Option<i64>) -> Result<i64, String> {
     }
 }
 
+/// What a listing was asked for: a page size and where the page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<K> {
+    /// Names the listing in the markers it hands out.
+    listing: &'static str,
+    pub limit: i64,
+    /// The sort key of the last item of the previous page.
+    pub after: Option<K>,
+}
+
+/// A page of items, and the marker of the next page when more follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub marker: Option<String>,
+}
+
+impl<K: Serialize + DeserializeOwned> Page<K> {
+    /// The page `MaxRecords` and `Marker` ask for, as the caller sent them.
+    pub fn parse(
+        listing: &'static str,
+        max_records: Option<&str>,
+        marker: Option<&str>,
+    ) -> Result<Self, String> {
+        let max_records = max_records
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("MaxRecords must be an integer, not {v:?}."))
+            })
+            .transpose()?;
+        Ok(Page {
+            listing,
+            limit: validate_max_records(max_records)?,
+            after: marker.map(|m| decode_marker(listing, m)).transpose()?,
+        })
+    }
+
+    /// How many items to fetch: one more than a page, to learn whether another follows.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// The page out of what was fetched, with a marker (the last item's key) when the extra
+    /// item shows more follow.
+    pub fn finish<T>(&self, mut items: Vec<T>, key: impl Fn(&T) -> K) -> Paged<T> {
+        let marker = if items.len() as i64 > self.limit {
+            items.truncate(self.limit as usize);
+            items
+                .last()
+                .map(|last| encode_marker(self.listing, &key(last)))
+        } else {
+            None
+        };
+        Paged { items, marker }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<K> {
     /// Which listing the marker belongs to.
@@ -63,6 +121,20 @@ mod tests {
         assert!(decode_marker::<String>("backtracks", &m).is_err());
         assert!(decode_marker::<String>("clusters", "not-a-marker!").is_err());
         assert!(decode_marker::<(i64, String)>("clusters", &m).is_err());
+    }
+
+    #[test]
+    fn a_page_hands_out_a_marker_only_when_more_follow() {
+        let page = Page::<i64>::parse("numbers", Some("20"), None).unwrap();
+        assert_eq!(page.fetch(), 21);
+        let full = page.finish((0..21).collect(), |n| *n);
+        assert_eq!(full.items.len(), 20);
+        let next = Page::<i64>::parse("numbers", None, full.marker.as_deref()).unwrap();
+        assert_eq!(next.after, Some(19));
+        assert_eq!(page.finish((0..20).collect(), |n| *n).marker, None);
+        assert!(Page::<i64>::parse("numbers", Some("x"), None).is_err());
+        assert!(Page::<i64>::parse("numbers", Some("19"), None).is_err());
+        assert!(Page::<i64>::parse("other", None, full.marker.as_deref()).is_err());
     }
 
     #[test]

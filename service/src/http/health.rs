@@ -33,7 +33,7 @@ pub async fn healthz() -> Response {
     responses((status = 200, description = "Ready", body = HealthStatus), (status = 503, description = "ServiceUnavailable", body = ErrorResponse))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    state.store.ping().await.map_err(|e| {
+    state.ops.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "not ready");
         ApiError::Unavailable("The metadata database does not answer.".into())
     })?;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,29 +34,22 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::jobs::{ClusterReconciler, Wakeup};
-use crate::nodes::NodeRegistry;
-use crate::store::Store;
+use crate::ops::Ops;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
 
-/// What handlers share.
+/// What handlers share: the operations, and the metrics the middleware keeps.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub nodes: NodeRegistry,
-    pub reconciler: Arc<ClusterReconciler>,
-    pub wakeup: Wakeup,
-    pub settings: Arc<Settings>,
+    pub ops: Ops,
     pub metrics: Arc<metrics::Metrics>,
 }
 
 pub use crate::config::Settings;
 
-impl AppState {
-    /// Records an event about a cluster (see [`crate::events::record`]).
-    pub async fn event(&self, cluster_id: &str, what: crate::events::What<'_>) {
-        crate::events::record(&self.store, &self.settings, cluster_id, what).await;
+impl FromRef<AppState> for Ops {
+    fn from_ref(state: &AppState) -> Ops {
+        state.ops.clone()
     }
 }
 
@@ -252,7 +246,10 @@ pub fn is_json_object(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-/// Parses a request body, classifying serde's errors into RDS codes.
+/// Parses a request body. Whatever serde finds wrong with it (a wrong type, an unknown
+/// member) is InvalidParameterValue with serde's words, which name the member; required
+/// members are `Option`s that the operation checks, so a missing one is MissingParameter
+/// (see [`crate::ops::required`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !is_json_object(bytes) {
         return Err(ApiError::InvalidParameterValue(
@@ -260,94 +257,30 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        let text = e.to_string();
         if e.is_data() {
-            if let Some(field) = between(&text, "missing field `", "`") {
-                return ApiError::MissingParameter(format!(
-                    "The request must contain the parameter {field}."
-                ));
-            }
-            if let Some(field) = between(&text, "unknown field `", "`") {
-                return ApiError::InvalidParameterValue(format!(
-                    "Unknown parameter {field}: {text}"
-                ));
-            }
-            ApiError::InvalidParameterValue(format!("Invalid parameter value: {text}"))
+            ApiError::InvalidParameterValue(format!("Invalid parameter value: {e}"))
         } else {
-            ApiError::InvalidParameterValue(format!("The request body is not valid JSON: {text}"))
+            ApiError::InvalidParameterValue(format!("The request body is not valid JSON: {e}"))
         }
     })
 }
 
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let len = text[from..].find(end)?;
-    Some(&text[from..from + len])
+/// A listing's query parameters, as the operation's input type: unknown names are refused
+/// (a typo is never ignored), list members may repeat or be comma-separated
+/// ([`crate::ops::list`]), and the others may be given once ([`crate::ops::one`]).
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        query(parts.uri.query().unwrap_or_default()).map(Params)
+    }
 }
 
-/// Query parameters of a listing: each may repeat, and a value may list several items
-/// separated by commas. Names outside `allowed` are refused, so a typo is never ignored.
-pub struct QueryParams(Vec<(String, String)>);
-
-impl QueryParams {
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = raw
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some((name, _)) = pairs
-            .iter()
-            .find(|(name, _)| !allowed.contains(&name.as_str()))
-        {
-            return Err(ApiError::InvalidParameterValue(format!(
-                "Unknown query parameter {name}; this operation accepts {}.",
-                allowed.join(", ")
-            )));
-        }
-        Ok(QueryParams(pairs))
-    }
-
-    /// The single value of `name`; several values are an error.
-    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(ApiError::InvalidParameterCombination(format!(
-                "The parameter {name} may be given only once."
-            )));
-        }
-        Ok(first)
-    }
-
-    /// Every value of `name`, from repeats and comma-separated lists, blanks dropped.
-    pub fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect()
-    }
-
-    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        self.one(name)?
-            .map(|v| {
-                v.trim().parse().map_err(|_| {
-                    ApiError::InvalidParameterValue(format!(
-                        "{name} must be an integer, not {v:?}."
-                    ))
-                })
-            })
-            .transpose()
-    }
+fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    serde_html_form::from_str(query)
+        .map_err(|e| ApiError::InvalidParameterValue(format!("Invalid query parameters: {e}.")))
 }
 
 /// Renders a handler's success: the status and the JSON body.
@@ -358,13 +291,14 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::{list, one, required};
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Sample {
         #[serde(rename = "Name")]
-        name: String,
+        name: Option<String>,
         #[serde(rename = "Size", default)]
         size: i64,
     }
@@ -374,8 +308,9 @@ mod tests {
         assert!(
             matches!(parse_json::<Sample>(b"{"), Err(ApiError::InvalidParameterValue(m)) if m.contains("not valid JSON"))
         );
+        let empty = parse_json::<Sample>(b"{}").unwrap();
         assert!(
-            matches!(parse_json::<Sample>(b"{}"), Err(ApiError::MissingParameter(m)) if m.contains("Name"))
+            matches!(required(empty.name, "Name"), Err(ApiError::MissingParameter(m)) if m.contains("Name"))
         );
         assert!(
             matches!(parse_json::<Sample>(br#"{"Name":"a","Sise":1}"#), Err(ApiError::InvalidParameterValue(m)) if m.contains("Sise"))
@@ -387,16 +322,25 @@ mod tests {
         assert!(parse_json::<Sample>(br#"{"Name":"a"}"#).is_ok());
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Listing {
+        #[serde(default, deserialize_with = "list")]
+        a: Vec<String>,
+        #[serde(default, deserialize_with = "one")]
+        b: Option<String>,
+    }
+
     #[test]
     fn query_parameters_repeat_split_and_refuse_strangers() {
-        let q = QueryParams::parse(Some("a=1,2&a=3&b=x"), &["a", "b"]).unwrap();
-        assert_eq!(q.all("a"), ["1", "2", "3"]);
-        assert_eq!(q.one("b").unwrap(), Some("x"));
-        assert!(q.one("a").is_err());
-        assert!(QueryParams::parse(Some("c=1"), &["a"]).is_err());
-        assert!(QueryParams::parse(Some("MaxRecords=x"), &["MaxRecords"])
-            .unwrap()
-            .integer("MaxRecords")
-            .is_err());
+        let q: Listing = query("a=1,2&a=3&b=x").unwrap();
+        assert_eq!(q.a, ["1", "2", "3"]);
+        assert_eq!(q.b.as_deref(), Some("x"));
+        assert!(query::<Listing>("b=1&b=2").is_err());
+        assert!(
+            matches!(query::<Listing>("c=1"), Err(ApiError::InvalidParameterValue(m)) if m.contains("`c`"))
+        );
+        let none: Listing = query("").unwrap();
+        assert!(none.a.is_empty() && none.b.is_none());
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::domain::{Cluster, ClusterStatus, Timestamp};
+use crate::domain::{Cluster, Timestamp};
 use crate::events::{self, What};
 use crate::nodes::NodeRegistry;
 use crate::store::{AlertChange, ClusterFilter, MeterSample, Recorded, Store, StoreError};
@@ -38,10 +38,7 @@ impl Meter {
     pub async fn run_once(&self) -> Result<bool, StoreError> {
         let mut by_node: BTreeMap<String, Vec<Cluster>> = BTreeMap::new();
         for cluster in all_clusters(&self.store).await? {
-            if matches!(
-                cluster.status,
-                ClusterStatus::Creating | ClusterStatus::Deleting
-            ) {
+            if !cluster.status.has_volume() {
                 continue;
             }
             by_node

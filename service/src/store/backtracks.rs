@@ -45,7 +45,7 @@ impl Store {
         let result = async {
             let mut cluster = self.locked_cluster(&mut tx, &job.cluster_id).await?;
             check(&cluster)?;
-            if cluster.status != ClusterStatus::Available {
+            if !cluster.status.accepts_backtrack() {
                 return Err(E::from(StoreError::InvalidState(format!(
                     "DB cluster {} is in {} state but expected it to be available.",
                     cluster.id,

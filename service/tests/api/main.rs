@@ -11,5 +11,6 @@ mod helpers;
 mod jobs;
 mod metering;
 mod openapi;
+mod ops;
 mod replicas;
 mod store;

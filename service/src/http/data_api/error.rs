@@ -10,7 +10,9 @@ use backtrack_storage_node::client::CallError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::SqlRefusal;
 use crate::error::ApiError;
+use crate::ops::sql::SqlError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +149,29 @@ impl From<StoreError> for DataApiError {
                 )
             }
             other => Self::new(DataApiCode::InternalServerError, other.to_string()),
+        }
+    }
+}
+
+impl From<SqlError> for DataApiError {
+    fn from(e: SqlError) -> Self {
+        use DataApiCode::*;
+        match e {
+            SqlError::BadRequest(message) => Self::bad_request(message),
+            e @ SqlError::NotEnabled(_) => Self::new(HttpEndpointNotEnabled, e.to_string()),
+            SqlError::Refused(id, SqlRefusal::Backtracking) => Self::unavailable(format!(
+                "DB cluster {id} is being backtracked; the database is unavailable for a moment. Retry shortly."
+            )),
+            SqlError::Refused(id, SqlRefusal::Creating) => {
+                Self::unavailable(format!("DB cluster {id} is still being created."))
+            }
+            SqlError::Refused(id, SqlRefusal::Deleting) => Self::new(
+                InvalidResourceState,
+                format!("DB cluster {id} is being deleted."),
+            ),
+            e @ SqlError::NodeDown(_) => Self::unavailable(e.to_string()),
+            SqlError::Store(e) => e.into(),
+            SqlError::Node(e) => from_node(e),
         }
     }
 }

@@ -4,7 +4,81 @@
 use backtrack_storage_node::api::{ExecuteResult, Value};
 use base64::Engine;
 
-use super::shapes::ColumnMetadata;
+use super::shapes::{
+    BatchExecuteStatementResponse, ColumnMetadata, ExecuteStatementRequest,
+    ExecuteStatementResponse, Field, UpdateResult,
+};
+use super::DataApiError;
+
+/// How ExecuteStatement's caller wants the result: as records or as JSON text, with or
+/// without column metadata, integers as numbers or strings.
+pub struct ResultShape {
+    json_records: bool,
+    metadata: bool,
+    longs_as_strings: bool,
+}
+
+impl ResultShape {
+    pub fn of(request: &ExecuteStatementRequest) -> Result<Self, DataApiError> {
+        let json_records = match request.format_records_as.as_deref() {
+            None | Some("NONE") => false,
+            Some("JSON") => true,
+            Some(other) => {
+                return Err(DataApiError::bad_request(format!(
+                    "Unknown formatRecordsAs {other:?}; use NONE or JSON."
+                )))
+            }
+        };
+        Ok(ResultShape {
+            json_records,
+            metadata: request.include_result_metadata == Some(true),
+            longs_as_strings: request
+                .result_set_options
+                .as_ref()
+                .and_then(|o| o.long_return_type.as_deref())
+                == Some("STRING"),
+        })
+    }
+
+    pub fn response(&self, result: &ExecuteResult) -> ExecuteStatementResponse {
+        let has_rows = !result.columns.is_empty();
+        ExecuteStatementResponse {
+            records: (has_rows && !self.json_records).then(|| {
+                result
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|v| Field::from_value(v, self.longs_as_strings))
+                            .collect()
+                    })
+                    .collect()
+            }),
+            column_metadata: (self.metadata && !self.json_records).then(|| column_metadata(result)),
+            number_of_records_updated: result.rows_affected,
+            generated_fields: result.last_insert_rowid.map(generated),
+            formatted_records: self.json_records.then(|| formatted_records(result)),
+        }
+    }
+}
+
+/// BatchExecuteStatement's answer: the generated key of each parameter set's run.
+pub fn batch_response(result: &ExecuteResult) -> BatchExecuteStatementResponse {
+    BatchExecuteStatementResponse {
+        update_results: result
+            .runs
+            .iter()
+            .map(|run| UpdateResult {
+                generated_fields: run.last_insert_rowid.map(generated).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// The rowid an INSERT generated, as the Data API's `generatedFields`.
+fn generated(rowid: i64) -> Vec<Field> {
+    vec![Field::from_value(&Value::Integer(rowid), false)]
+}
 
 /// Column metadata from the declared types (SQLite's affinity rules name the JDBC type).
 pub fn column_metadata(result: &ExecuteResult) -> Vec<ColumnMetadata> {

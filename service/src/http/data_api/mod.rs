@@ -18,15 +18,12 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use backtrack_storage_node::api::{ExecuteRequest, Value};
-use backtrack_storage_node::client::NodeClient;
 use serde::de::DeserializeOwned;
 
-use self::error::from_node;
-use self::format::{column_metadata, formatted_records};
-use super::clusters::parse_cluster_ref;
-use super::{json, json_bytes, AppState};
-use crate::domain::{Cluster, ClusterStatus};
-use crate::error::ApiError;
+use self::format::{batch_response, ResultShape};
+use super::{json, json_bytes};
+use crate::ops::sql::SqlTarget;
+use crate::ops::Ops;
 
 /// A Data API request body: JSON (sent as such), within the body limit, of the operation's
 /// shape; any problem with it is a BadRequestException.
@@ -54,62 +51,10 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, DataApiError> {
         .map_err(|e| DataApiError::bad_request(format!("Invalid request: {e}")))
 }
 
-/// The cluster `resource_arn` names, ready for SQL, and its node's client.
-async fn target(
-    state: &AppState,
-    resource_arn: &str,
-    secret_arn: &str,
-) -> Result<(Cluster, NodeClient), DataApiError> {
-    if secret_arn.trim().is_empty() {
-        return Err(DataApiError::bad_request("secretArn is required."));
-    }
-    let id = parse_cluster_ref(&state.settings, resource_arn).map_err(|e| match e {
-        ApiError::ClusterNotFound(_) => DataApiError::bad_request(format!(
-            "{resource_arn:?} is not a DB cluster of this service (region {}, account {}).",
-            state.settings.region, state.settings.account_id
-        )),
-        _ => DataApiError::bad_request(format!("{resource_arn:?} is not a DB cluster ARN.")),
-    })?;
-    let cluster = state.store.cluster(&id).await?;
-    if !cluster.http_endpoint_enabled {
-        return Err(DataApiError::new(
-            DataApiCode::HttpEndpointNotEnabled,
-            format!("HttpEndpoint is not enabled for cluster {id}."),
-        ));
-    }
-    match cluster.status {
-        ClusterStatus::Available | ClusterStatus::Modifying => {}
-        ClusterStatus::Backtracking => {
-            return Err(DataApiError::unavailable(format!(
-                "DB cluster {id} is being backtracked; the database is unavailable for a moment. Retry shortly."
-            )))
-        }
-        ClusterStatus::Creating => {
-            return Err(DataApiError::unavailable(format!("DB cluster {id} is still being created.")))
-        }
-        ClusterStatus::Deleting => {
-            return Err(DataApiError::new(
-                DataApiCode::InvalidResourceState,
-                format!("DB cluster {id} is being deleted."),
-            ))
-        }
-    }
-    if !state.nodes.is_healthy(&cluster.node_id) {
-        return Err(DataApiError::unavailable(format!(
-            "DB cluster {id} is inaccessible: its storage node does not answer."
-        )));
-    }
-    let client = state
-        .nodes
-        .client(&cluster.node_id)
-        .ok_or_else(|| DataApiError::unavailable(format!("DB cluster {id} is inaccessible.")))?;
-    Ok((cluster, client))
-}
-
 /// Values and, if the parameters are named, their names (`:name`).
 fn parameters(
     parameters: &[SqlParameter],
-) -> Result<(Vec<Value>, Option<Vec<String>>), DataApiError> {
+) -> Result<(Vec<Value>, Names), DataApiError> {
     let values = parameters
         .iter()
         .map(|p| p.value.to_value())
@@ -137,6 +82,36 @@ fn parameters(
     Ok((values, Some(names)))
 }
 
+/// The names of parameters bound by name (`:id`); `None` when they bind by position.
+type Names = Option<Vec<String>>;
+
+/// The parameter sets of a batch, which must all name the same parameters; no set runs the
+/// statement once without parameters.
+fn parameter_sets(
+    sets: Option<&[Vec<SqlParameter>]>,
+) -> Result<(Vec<Vec<Value>>, Names), DataApiError> {
+    let sets = sets.unwrap_or_default();
+    if sets.is_empty() {
+        return Ok((vec![Vec::new()], None));
+    }
+    let mut values = Vec::with_capacity(sets.len());
+    let mut names: Option<Names> = None;
+    for set in sets {
+        let (set_values, set_names) = parameters(set)?;
+        match &names {
+            Some(first) if *first != set_names => {
+                return Err(DataApiError::bad_request(
+                    "Every parameter set must name the same parameters in the same order.",
+                ))
+            }
+            Some(_) => {}
+            None => names = Some(set_names),
+        }
+        values.push(set_values);
+    }
+    Ok((values, names.flatten()))
+}
+
 /// Runs a SQL statement (ExecuteStatement).
 #[utoipa::path(
     post, path = "/Execute", tag = "data-api", operation_id = "ExecuteStatement",
@@ -150,60 +125,21 @@ fn parameters(
     )
 )]
 pub async fn execute(
-    State(state): State<AppState>,
+    State(ops): State<Ops>,
     DataApiJson(request): DataApiJson<ExecuteStatementRequest>,
 ) -> Result<Response, DataApiError> {
-    let (cluster, client) = target(&state, &request.resource_arn, &request.secret_arn).await?;
+    let shape = ResultShape::of(&request)?;
     let (params, param_names) = parameters(request.parameters.as_deref().unwrap_or_default())?;
-    let json_records = match request.format_records_as.as_deref() {
-        None | Some("NONE") => false,
-        Some("JSON") => true,
-        Some(other) => {
-            return Err(DataApiError::bad_request(format!(
-                "Unknown formatRecordsAs {other:?}; use NONE or JSON."
-            )))
-        }
+    let statement = ExecuteRequest {
+        sql: request.sql.clone(),
+        params,
+        param_sets: None,
+        param_names,
+        transaction_id: request.transaction_id.clone(),
     };
-    let longs_as_strings = request
-        .result_set_options
-        .as_ref()
-        .and_then(|o| o.long_return_type.as_deref())
-        == Some("STRING");
-    let result = client
-        .execute(
-            &cluster.resource_id,
-            &ExecuteRequest {
-                sql: request.sql,
-                params,
-                param_sets: None,
-                param_names,
-                transaction_id: request.transaction_id,
-            },
-        )
-        .await
-        .map_err(from_node)?;
-    let has_rows = !result.columns.is_empty();
-    let response = ExecuteStatementResponse {
-        records: (has_rows && !json_records).then(|| {
-            result
-                .rows
-                .iter()
-                .map(|row| {
-                    row.iter()
-                        .map(|v| Field::from_value(v, longs_as_strings))
-                        .collect()
-                })
-                .collect()
-        }),
-        column_metadata: (request.include_result_metadata == Some(true) && !json_records)
-            .then(|| column_metadata(&result)),
-        number_of_records_updated: result.rows_affected,
-        generated_fields: result
-            .last_insert_rowid
-            .map(|id| vec![Field::from_value(&Value::Integer(id), false)]),
-        formatted_records: json_records.then(|| formatted_records(&result)),
-    };
-    Ok(json(StatusCode::OK, &response))
+    let target = SqlTarget::new(&request.resource_arn, &request.secret_arn);
+    let result = ops.execute_sql(target, &statement).await?;
+    Ok(json(StatusCode::OK, &shape.response(&result)))
 }
 
 /// Runs a SQL statement once per parameter set (BatchExecuteStatement).
@@ -219,56 +155,20 @@ pub async fn execute(
     )
 )]
 pub async fn batch_execute(
-    State(state): State<AppState>,
+    State(ops): State<Ops>,
     DataApiJson(request): DataApiJson<BatchExecuteStatementRequest>,
 ) -> Result<Response, DataApiError> {
-    let (cluster, client) = target(&state, &request.resource_arn, &request.secret_arn).await?;
-    let sets = request.parameter_sets.unwrap_or_default();
-    let mut param_sets = Vec::with_capacity(sets.len());
-    let mut names: Option<Option<Vec<String>>> = None;
-    for set in &sets {
-        let (values, set_names) = parameters(set)?;
-        match &names {
-            Some(first) if *first != set_names => {
-                return Err(DataApiError::bad_request(
-                    "Every parameter set must name the same parameters in the same order.",
-                ))
-            }
-            Some(_) => {}
-            None => names = Some(set_names),
-        }
-        param_sets.push(values);
-    }
-    let result = client
-        .execute(
-            &cluster.resource_id,
-            &ExecuteRequest {
-                sql: request.sql,
-                params: Vec::new(),
-                param_sets: Some(if sets.is_empty() {
-                    vec![Vec::new()]
-                } else {
-                    param_sets
-                }),
-                param_names: names.flatten(),
-                transaction_id: request.transaction_id,
-            },
-        )
-        .await
-        .map_err(from_node)?;
-    let response = BatchExecuteStatementResponse {
-        update_results: result
-            .runs
-            .iter()
-            .map(|run| UpdateResult {
-                generated_fields: run
-                    .last_insert_rowid
-                    .map(|id| vec![Field::from_value(&Value::Integer(id), false)])
-                    .unwrap_or_default(),
-            })
-            .collect(),
+    let (param_sets, param_names) = parameter_sets(request.parameter_sets.as_deref())?;
+    let statement = ExecuteRequest {
+        sql: request.sql.clone(),
+        params: Vec::new(),
+        param_sets: Some(param_sets),
+        param_names,
+        transaction_id: request.transaction_id.clone(),
     };
-    Ok(json(StatusCode::OK, &response))
+    let target = SqlTarget::new(&request.resource_arn, &request.secret_arn);
+    let result = ops.execute_sql(target, &statement).await?;
+    Ok(json(StatusCode::OK, &batch_response(&result)))
 }
 
 /// Starts a transaction (BeginTransaction). Transactions unused for 3 minutes are rolled
@@ -285,18 +185,15 @@ pub async fn batch_execute(
     )
 )]
 pub async fn begin(
-    State(state): State<AppState>,
+    State(ops): State<Ops>,
     DataApiJson(request): DataApiJson<BeginTransactionRequest>,
 ) -> Result<Response, DataApiError> {
-    let (cluster, client) = target(&state, &request.resource_arn, &request.secret_arn).await?;
-    let started = client
-        .begin(&cluster.resource_id)
-        .await
-        .map_err(from_node)?;
-    let response = BeginTransactionResponse {
-        transaction_id: started.transaction_id,
-    };
-    Ok(json(StatusCode::OK, &response))
+    let target = SqlTarget::new(&request.resource_arn, &request.secret_arn);
+    let transaction_id = ops.begin_transaction(target).await?;
+    Ok(json(
+        StatusCode::OK,
+        &BeginTransactionResponse { transaction_id },
+    ))
 }
 
 /// Commits a transaction (CommitTransaction).
@@ -312,10 +209,10 @@ pub async fn begin(
     )
 )]
 pub async fn commit(
-    State(state): State<AppState>,
+    State(ops): State<Ops>,
     DataApiJson(request): DataApiJson<EndTransactionRequest>,
 ) -> Result<Response, DataApiError> {
-    end(state, request, true).await
+    end(ops, request, true).await
 }
 
 /// Rolls back a transaction (RollbackTransaction).
@@ -331,34 +228,25 @@ pub async fn commit(
     )
 )]
 pub async fn rollback(
-    State(state): State<AppState>,
+    State(ops): State<Ops>,
     DataApiJson(request): DataApiJson<EndTransactionRequest>,
 ) -> Result<Response, DataApiError> {
-    end(state, request, false).await
+    end(ops, request, false).await
 }
 
 async fn end(
-    state: AppState,
+    ops: Ops,
     request: EndTransactionRequest,
     commit: bool,
 ) -> Result<Response, DataApiError> {
-    let (cluster, client) = target(&state, &request.resource_arn, &request.secret_arn).await?;
-    let (done, status) = if commit {
-        (
-            client
-                .commit(&cluster.resource_id, &request.transaction_id)
-                .await,
-            "Transaction Committed",
-        )
+    let target = SqlTarget::new(&request.resource_arn, &request.secret_arn);
+    ops.end_transaction(target, &request.transaction_id, commit)
+        .await?;
+    let status = if commit {
+        "Transaction Committed"
     } else {
-        (
-            client
-                .rollback(&cluster.resource_id, &request.transaction_id)
-                .await,
-            "Rollback Complete",
-        )
+        "Rollback Complete"
     };
-    done.map_err(from_node)?;
     let response = EndTransactionResponse {
         transaction_status: status.to_string(),
     };
