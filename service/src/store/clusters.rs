@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::Any;
 use sqlx::Row;
 
 use super::sql::Sql;
 use super::tx::Tx;
 use super::{Store, StoreError};
 use crate::domain::{Cluster, ClusterId, ClusterStatus, Tag, Timestamp};
+
+type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
 /// Which clusters a listing returns; an empty list means "any".
 #[derive(Debug, Clone, Default)]
@@ -30,17 +34,12 @@ impl Store {
             "INSERT INTO clusters ({CLUSTER_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
-        let result = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(c.id.as_str().to_string())
             .bind(c.resource_id.clone())
             .bind(c.engine.clone())
-            .bind(c.engine_version.clone())
-            .bind(c.status.as_str())
-            .bind(c.backtrack_window as i64)
-            .bind(c.backtrack_enabled_at.map(Timestamp::as_micros))
-            .bind(i64::from(c.backtrack_ever_enabled))
-            .bind(i64::from(c.deletion_protection))
-            .bind(i64::from(c.http_endpoint_enabled))
+            .bind(c.engine_version.clone());
+        let result = bind_state(query, c)
             .bind(c.database_name.clone())
             .bind(c.master_username.clone())
             .bind(tags_to_json(&c.tags))
@@ -199,24 +198,31 @@ impl Store {
 }
 
 pub(super) async fn write_cluster(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE clusters SET status = $1, backtrack_window = $2, backtrack_enabled_at = $3, \
          backtrack_ever_enabled = $4, deletion_protection = $5, http_endpoint_enabled = $6, \
          tags = $7, node_id = $8, updated_at = $9 WHERE id = $10",
-    )
-    .bind(c.status.as_str())
-    .bind(c.backtrack_window as i64)
-    .bind(c.backtrack_enabled_at.map(Timestamp::as_micros))
-    .bind(i64::from(c.backtrack_ever_enabled))
-    .bind(i64::from(c.deletion_protection))
-    .bind(i64::from(c.http_endpoint_enabled))
-    .bind(tags_to_json(&c.tags))
-    .bind(c.node_id.clone())
-    .bind(c.updated_at.as_micros())
-    .bind(c.id.as_str().to_string())
-    .execute(&mut **tx)
-    .await?;
+    );
+    bind_state(query, c)
+        .bind(tags_to_json(&c.tags))
+        .bind(c.node_id.clone())
+        .bind(c.updated_at.as_micros())
+        .bind(c.id.as_str().to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// Binds what changes over a cluster's life, in column order: status, backtrack_window,
+/// backtrack_enabled_at, backtrack_ever_enabled, deletion_protection, http_endpoint_enabled.
+fn bind_state<'q>(query: AnyQuery<'q>, c: &Cluster) -> AnyQuery<'q> {
+    query
+        .bind(c.status.as_str())
+        .bind(c.backtrack_window as i64)
+        .bind(c.backtrack_enabled_at.map(Timestamp::as_micros))
+        .bind(i64::from(c.backtrack_ever_enabled))
+        .bind(i64::from(c.deletion_protection))
+        .bind(i64::from(c.http_endpoint_enabled))
 }
 
 fn cluster_from_row(row: &AnyRow) -> Result<Cluster, StoreError> {

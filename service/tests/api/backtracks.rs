@@ -367,16 +367,12 @@ async fn sql_during_a_backtrack_is_told_the_database_is_unavailable() {
     let (status, accepted) = app.backtrack("busy-sql", 0.01).await;
     assert_eq!(status, 202);
     let response = app
-        .http
-        .post(format!("{}/Execute", app.address))
-        .json(&json!({
+        .execute(json!({
             "resourceArn": "arn:aws:rds:us-east-1:000000000000:cluster:busy-sql",
             "secretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:x",
             "sql": "SELECT 1"
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 504);
     assert_eq!(
         response.headers()["x-amzn-errortype"],

@@ -299,12 +299,8 @@ async fn an_arn_of_another_account_or_region_is_refused() {
         let (status, body) = app.get(&format!("/v1/clusters/{arn}")).await;
         assert_error(status, &body, 404, "DBClusterNotFoundFault");
         let response = app
-            .http
-            .post(format!("{}/Execute", app.address))
-            .json(&json!({"resourceArn": arn, "secretArn": SECRET, "sql": "SELECT 1"}))
-            .send()
-            .await
-            .unwrap();
+            .execute(json!({"resourceArn": arn, "secretArn": SECRET, "sql": "SELECT 1"}))
+            .await;
         assert_eq!(response.status(), 400);
         assert_eq!(
             response.headers()["x-amzn-errortype"],
@@ -328,12 +324,8 @@ async fn an_unreachable_node_is_never_named_to_the_caller() {
         .mount(&app.node)
         .await;
     let response = app
-        .http
-        .post(format!("{}/Execute", app.address))
-        .json(&json!({"resourceArn": ARN, "secretArn": SECRET, "sql": "SELECT 1"}))
-        .send()
-        .await
-        .unwrap();
+        .execute(json!({"resourceArn": ARN, "secretArn": SECRET, "sql": "SELECT 1"}))
+        .await;
     assert_eq!(response.status(), 504);
     assert_eq!(
         response.headers()["x-amzn-errortype"],

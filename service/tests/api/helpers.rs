@@ -190,6 +190,16 @@ impl TestApp {
         (self.node, self.db)
     }
 
+    /// Posts an ExecuteStatement call to the Data API; the raw response, for its headers.
+    pub async fn execute(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/Execute", self.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .http

@@ -52,9 +52,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, DataApiError> {
 }
 
 /// Values and, if the parameters are named, their names (`:name`).
-fn parameters(
-    parameters: &[SqlParameter],
-) -> Result<(Vec<Value>, Names), DataApiError> {
+fn parameters(parameters: &[SqlParameter]) -> Result<(Vec<Value>, Names), DataApiError> {
     let values = parameters
         .iter()
         .map(|p| p.value.to_value())

@@ -19,10 +19,13 @@
 //! - `limits`: the limits and the deadline of a call.
 //! - `policy`: what a statement may do.
 //! - `statement`: running one statement on one connection.
+//! - `transactions`: BeginTransaction, CommitTransaction, RollbackTransaction and the expiry
+//!   of idle transactions.
 
 mod limits;
 mod policy;
 mod statement;
+mod transactions;
 
 pub use limits::{set_memory_limit, SqlLimits};
 
@@ -39,6 +42,7 @@ use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use self::limits::{describe_duration, Deadline, MAX_VALUE_BYTES, PROGRESS_STEPS};
 use self::policy::{check_transaction_statement, policy, Verdict};
 use self::statement::{execute_statement, run_batch, sql_error};
+use self::transactions::transaction_not_found;
 use super::vfs::{self, VfsFailure, VFS_NAME};
 use super::volume::{Volume, VolumeError};
 use crate::api::{BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult};
@@ -242,16 +246,6 @@ impl SqlVolume {
             idle.push(conn);
         }
     }
-
-    fn transaction(&self, id: &str) -> Result<TxSlot, VolumeError> {
-        self.transactions
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| transaction_not_found(id))
-    }
-
     /// Runs the request's statement, within its time limit; a batch runs inside a savepoint,
     /// so that it takes effect entirely or not at all (in autocommit the savepoint is the
     /// whole transaction).
@@ -316,80 +310,6 @@ impl SqlVolume {
             handle.interrupt();
         }
     }
-
-    pub fn begin(&self) -> Result<String, VolumeError> {
-        self.check_available()?;
-        let _gate = self.gate.read().unwrap();
-        self.check_available()?;
-        if self.transactions.lock().unwrap().len() >= MAX_TRANSACTIONS {
-            return Err(VolumeError::new(
-                ErrorCode::SqlError,
-                format!(
-                    "the database already has {MAX_TRANSACTIONS} open transactions; commit or \
-                     roll back some first"
-                ),
-            ));
-        }
-        let conn = self.open()?;
-        conn.conn.execute_batch("BEGIN").map_err(sql_error)?;
-        let id = format!("tx-{}", uuid::Uuid::new_v4().simple());
-        self.transactions.lock().unwrap().insert(
-            id.clone(),
-            Arc::new(Mutex::new(Some((conn, Instant::now())))),
-        );
-        Ok(id)
-    }
-
-    pub fn commit(&self, id: &str) -> Result<(), VolumeError> {
-        self.finish(id, "COMMIT")
-    }
-
-    pub fn rollback(&self, id: &str) -> Result<(), VolumeError> {
-        self.finish(id, "ROLLBACK")
-    }
-
-    fn finish(&self, id: &str, verb: &str) -> Result<(), VolumeError> {
-        self.check_available()?;
-        let _gate = self.gate.read().unwrap();
-        let tx = self.transaction(id)?;
-        let taken = tx.lock().unwrap().take();
-        self.transactions.lock().unwrap().remove(id);
-        let Some((conn, _)) = taken else {
-            return Err(transaction_not_found(id));
-        };
-        vfs::take_failure();
-        let result = conn
-            .conn
-            .execute_batch(verb)
-            .map_err(|e| self.explain(&conn, sql_error(e)));
-        if result.is_err() && !conn.conn.is_autocommit() {
-            let _ = conn.conn.execute_batch("ROLLBACK");
-        }
-        result.map_err(VolumeError::rolled_back)
-    }
-
-    /// Rolls back transactions unused for longer than `idle`, as the Data API does.
-    pub fn expire_transactions(&self, idle: Duration) -> usize {
-        let expired: Vec<String> = self
-            .transactions
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, tx)| {
-                tx.try_lock()
-                    .ok()
-                    .and_then(|slot| slot.as_ref().map(|(_, used)| used.elapsed() > idle))
-                    .unwrap_or(false)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &expired {
-            tracing::info!(volume = %self.volume.id, transaction = %id, "rolling back an idle transaction");
-            let _ = self.rollback(id);
-        }
-        expired.len()
-    }
-
     /// Backtracks the volume: refuses new calls, interrupts and waits for running statements,
     /// closes every connection (rolling back open transactions when `force` allows it), then
     /// switches. Idempotent by backtrack id.
@@ -462,11 +382,4 @@ impl Drop for SqlVolume {
     fn drop(&mut self) {
         vfs::unregister_volume(&self.volume);
     }
-}
-
-fn transaction_not_found(id: &str) -> VolumeError {
-    VolumeError::new(
-        ErrorCode::TransactionNotFound,
-        format!("transaction {id} does not exist: it was committed, rolled back, expired, or rolled back by a backtrack"),
-    )
 }
