@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
 use crate::billing::Money;
 
@@ -39,7 +40,7 @@ pub enum Command {
     Openapi,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct Config {
     /// Address the HTTP API listens on; port 0 picks a free port.
     #[arg(long, env = "BACKTRACK_LISTEN", default_value = "127.0.0.1:8080")]
@@ -48,6 +49,7 @@ pub struct Config {
     /// Metadata database: `postgres://user:pass@host/db` for PostgreSQL (TLS with
     /// `?sslmode=require`, or `verify-full&sslrootcert=CA.pem`), or `sqlite://PATH`. Default: SQLite at DATA_DIR/backtrack.db, created on first start.
     #[arg(long, env = "BACKTRACK_DATABASE_URL")]
+    #[serde(skip)]
     pub database_url: Option<String>,
 
     /// Directory for the embedded metadata database (and local storage nodes' volumes).
@@ -58,16 +60,19 @@ pub struct Config {
     /// environment variable). The name identifies the node in the metadata, so keep it stable
     /// when a node's address changes.
     #[arg(long = "node", env = "BACKTRACK_NODES", value_delimiter = ',')]
+    #[serde(skip)]
     pub nodes: Vec<NodeEndpoint>,
 
     /// Bearer token the storage nodes require on every call (required with --node; local
     /// nodes get a random one).
     #[arg(long, env = "BACKTRACK_NODE_TOKEN", hide_env_values = true)]
+    #[serde(serialize_with = "secret")]
     pub node_token: Option<String>,
 
     /// Without --node: how many local storage nodes to start, as child processes, with
     /// their volumes under DATA_DIR/nodes/N.
     #[arg(long, env = "BACKTRACK_LOCAL_NODES", default_value_t = 2)]
+    #[serde(skip)]
     pub local_nodes: usize,
 
     /// Region used in ARNs.
@@ -133,6 +138,7 @@ pub struct Config {
         env = "BACKTRACK_PRICE_PER_MILLION_CR_HOURS",
         default_value = "0.012"
     )]
+    #[serde(serialize_with = "serialize_display")]
     pub price_per_million_cr_hours: Money,
 
     /// Currency of the price.
@@ -199,7 +205,8 @@ impl Config {
         }
         // A Data API call must be answered (with the node's statement timeout, at worst)
         // before the request itself times out.
-        if self.sql_call_timeout() >= Duration::from_secs(self.request_timeout_secs) {
+        let timings = self.timings();
+        if timings.sql_call >= timings.request {
             return Err(
                 "--request-timeout-secs must be longer than --statement-timeout-ms plus \
                  --node-timeout-ms"
@@ -214,7 +221,8 @@ impl Config {
         Ok(())
     }
 
-    /// The settings `serve` would run with, secrets left out, for `check-config`.
+    /// The settings `serve` would run with, secrets left out, for `check-config`: every flag
+    /// as it is set (the derived `Serialize`), with the database and the nodes described.
     pub fn effective(&self) -> Result<serde_json::Value, String> {
         self.validate()?;
         let url = self.database_url();
@@ -229,38 +237,59 @@ impl Config {
                 .collect();
             serde_json::json!({ "external": external })
         };
-        Ok(serde_json::json!({
-            "program": "backtrack-service",
-            "listen": self.listen.to_string(),
-            "database": { "backend": backend.name(), "url": crate::store::redact(&url) },
-            "data_dir": self.data_dir,
-            "nodes": nodes,
-            "node_token": if self.node_token.is_some() { "(set)" } else { "(none)" },
-            "region": self.region,
-            "account_id": self.account_id,
-            "request_timeout_secs": self.request_timeout_secs,
-            "body_limit_bytes": self.body_limit_bytes,
-            "node_timeout_ms": self.node_timeout_ms,
-            "statement_timeout_ms": self.statement_timeout_ms,
-            "job_lease_secs": self.job_lease_secs,
-            "job_deadline_secs": self.job_deadline_secs,
-            "job_retry_base_ms": self.job_retry_base_ms,
-            "job_retry_max_ms": self.job_retry_max_ms,
-            "poll_interval_ms": self.poll_interval_ms,
-            "metering_interval_ms": self.metering_interval_ms,
-            "price_per_million_cr_hours": self.price_per_million_cr_hours.to_string(),
-            "currency": self.currency,
-        }))
+        let mut settings = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        settings["program"] = "backtrack-service".into();
+        settings["database"] =
+            serde_json::json!({ "backend": backend.name(), "url": crate::store::redact(&url) });
+        settings["nodes"] = nodes;
+        Ok(settings)
     }
 
-    pub fn node_timeout(&self) -> Duration {
-        Duration::from_millis(self.node_timeout_ms)
+    /// The configuration's durations, converted from their flags here and nowhere else.
+    pub fn timings(&self) -> Timings {
+        let node_call = Duration::from_millis(self.node_timeout_ms);
+        let statement = Duration::from_millis(self.statement_timeout_ms);
+        Timings {
+            request: Duration::from_secs(self.request_timeout_secs),
+            node_call,
+            sql_call: statement + node_call,
+            job_lease: Duration::from_secs(self.job_lease_secs),
+            job_deadline: Duration::from_secs(self.job_deadline_secs),
+            job_retry_base: Duration::from_millis(self.job_retry_base_ms),
+            job_retry_max: Duration::from_millis(self.job_retry_max_ms),
+            poll: Duration::from_millis(self.poll_interval_ms),
+            metering: Duration::from_millis(self.metering_interval_ms),
+        }
     }
+}
 
-    /// How long a SQL call to a node may take: its statement time limit, then the answer.
-    pub fn sql_call_timeout(&self) -> Duration {
-        Duration::from_millis(self.statement_timeout_ms + self.node_timeout_ms)
-    }
+/// The durations the service runs by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// The longest a request may take (`--request-timeout-secs`).
+    pub request: Duration,
+    /// The longest a call to a storage node may take (`--node-timeout-ms`).
+    pub node_call: Duration,
+    /// The longest a SQL call to a node may take: its statement time limit, then the answer.
+    pub sql_call: Duration,
+    pub job_lease: Duration,
+    pub job_deadline: Duration,
+    pub job_retry_base: Duration,
+    pub job_retry_max: Duration,
+    pub poll: Duration,
+    pub metering: Duration,
+}
+
+/// A secret in the effective settings: whether it is set, never what it is.
+fn secret<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_some() { "(set)" } else { "(none)" })
+}
+
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// What handlers and workers need of the configuration.
@@ -278,7 +307,7 @@ impl Settings {
         Settings {
             region: config.region.clone(),
             account_id: config.account_id.clone(),
-            job_deadline: Duration::from_secs(config.job_deadline_secs),
+            job_deadline: config.timings().job_deadline,
             price_per_million: config.price_per_million_cr_hours,
             currency: config.currency.clone(),
         }
@@ -340,6 +369,25 @@ mod tests {
         assert_eq!(named.name, "node-0");
         assert_eq!(named.url, "http://node-0.nodes:7000");
         assert!("node-0=ftp://x".parse::<NodeEndpoint>().is_err());
+    }
+
+    #[test]
+    fn the_effective_settings_show_every_flag_but_no_secret() {
+        let mut config = Config::defaults();
+        config.node_token = Some("t0ken-value".into());
+        config.database_url = Some("postgres://u:hunter2@db/backtrack".into());
+        config.nodes = vec!["a=http://n:7000".parse().unwrap()];
+        let settings = config.effective().unwrap();
+        let text = settings.to_string();
+        assert!(
+            !text.contains("t0ken-value") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert_eq!(settings["node_token"], "(set)");
+        assert_eq!(settings["statement_timeout_ms"], 10_000);
+        assert_eq!(settings["price_per_million_cr_hours"], "0.012");
+        assert_eq!(settings["nodes"]["external"][0]["name"], "a");
+        assert_eq!(config.timings().sql_call, Duration::from_secs(20));
     }
 
     #[test]

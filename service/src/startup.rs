@@ -60,6 +60,7 @@ impl App {
         let store = Store::connect(&url)
             .await
             .map_err(|e| format!("cannot open the metadata store {}: {e}", redact(&url)))?;
+        let timings = config.timings();
         let (nodes, local) = if config.nodes.is_empty() {
             // The embedded setup: storage nodes as child processes, with a fresh token.
             let token = uuid::Uuid::new_v4().simple().to_string();
@@ -68,8 +69,8 @@ impl App {
                 .iter()
                 .map(|n| (n.clone(), "http://127.0.0.1:1".to_string()))
                 .collect();
-            let nodes = NodeRegistry::new(&placeholders, &token, config.node_timeout())
-                .with_sql_timeout(config.sql_call_timeout());
+            let nodes = NodeRegistry::new(&placeholders, &token, timings.node_call)
+                .with_sql_timeout(timings.sql_call);
             let settings = local::NodeSettings {
                 token,
                 statement_timeout_ms: config.statement_timeout_ms,
@@ -84,8 +85,8 @@ impl App {
                 .map(|n| (n.name.clone(), n.url.clone()))
                 .collect();
             let token = config.node_token.as_deref().unwrap_or_default();
-            let nodes = NodeRegistry::new(&endpoints, token, config.node_timeout())
-                .with_sql_timeout(config.sql_call_timeout());
+            let nodes = NodeRegistry::new(&endpoints, token, timings.node_call)
+                .with_sql_timeout(timings.sql_call);
             nodes.check_health().await;
             (nodes, None)
         };
@@ -110,7 +111,7 @@ impl App {
         };
         let router = http::router(
             state.clone(),
-            Duration::from_secs(config.request_timeout_secs),
+            timings.request,
             config.body_limit_bytes,
             http::guard::Guard {
                 loopback_hosts_only: config.listen.ip().is_loopback(),
@@ -131,8 +132,8 @@ impl App {
             state,
             runner,
             meter,
-            poll: Duration::from_millis(config.poll_interval_ms),
-            metering: Duration::from_millis(config.metering_interval_ms),
+            poll: timings.poll,
+            metering: timings.metering,
             shutdown: watch::channel(false).0,
             local,
             _lock: lock,

@@ -215,7 +215,9 @@ impl NodeClient {
         self.send(method, path, body, self.timeout).await
     }
 
-    /// A call bounded by `timeout`.
+    /// A call bounded by `timeout`. Its log lines carry the node, the method and the path
+    /// (which names the volume).
+    #[tracing::instrument(level = "debug", skip(self, body), fields(node = %self.base))]
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,

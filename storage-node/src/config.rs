@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
 use crate::engine::sql::SqlLimits;
 use crate::engine::EngineConfig;
@@ -32,7 +33,7 @@ pub enum Command {
     CheckConfig(Box<NodeConfig>),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct NodeConfig {
     /// Address to listen on; port 0 picks a free port (printed on the first line of stdout).
     #[arg(long, env = "BACKTRACK_NODE_LISTEN", default_value = "127.0.0.1:7000")]
@@ -44,6 +45,7 @@ pub struct NodeConfig {
 
     /// Bearer token every call to /v1 must carry.
     #[arg(long, env = "BACKTRACK_NODE_TOKEN", hide_env_values = true)]
+    #[serde(serialize_with = "secret")]
     pub token: String,
 
     /// Most bytes the change log may hold; beyond it the oldest history is folded early and
@@ -102,6 +104,7 @@ pub struct NodeConfig {
     /// Stop when standard input closes or the parent process goes away: set by a supervising
     /// control plane, so the node never outlives it.
     #[arg(long)]
+    #[serde(skip)]
     pub exit_with_stdin: bool,
 }
 
@@ -131,20 +134,16 @@ impl NodeConfig {
     /// The settings `serve` would run with, secrets left out, for `check-config`.
     pub fn effective(&self) -> Result<serde_json::Value, String> {
         self.validate()?;
-        Ok(serde_json::json!({
-            "program": "backtrack-storage-node",
-            "listen": self.listen.to_string(),
-            "data_dir": self.data_dir,
-            "token": "(set)",
-            "log_budget_bytes": self.log_budget_bytes,
-            "segment_bytes": self.segment_bytes,
-            "maintenance_interval_ms": self.maintenance_interval_ms,
-            "transaction_idle_secs": self.transaction_idle_secs,
-            "statement_timeout_ms": self.statement_timeout_ms,
-            "max_transaction_bytes": self.max_transaction_bytes,
-            "sql_memory_limit_bytes": self.sql_memory_limit_bytes,
-        }))
+        let mut settings = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        settings["program"] = "backtrack-storage-node".into();
+        Ok(settings)
     }
+}
+
+/// A secret in the effective settings: that it is set, never what it is (`validate` refuses
+/// an empty one).
+fn secret<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("(set)")
 }
 
 /// What `check-config` does for either program: refuse `BACKTRACK_*` environment variables

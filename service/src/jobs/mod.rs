@@ -45,11 +45,12 @@ pub struct JobTiming {
 
 impl JobTiming {
     pub fn from_config(config: &Config) -> Self {
+        let timings = config.timings();
         JobTiming {
-            lease: Duration::from_secs(config.job_lease_secs),
-            deadline: Duration::from_secs(config.job_deadline_secs),
-            retry_base: Duration::from_millis(config.job_retry_base_ms),
-            retry_max: Duration::from_millis(config.job_retry_max_ms),
+            lease: timings.job_lease,
+            deadline: timings.job_deadline,
+            retry_base: timings.job_retry_base,
+            retry_max: timings.job_retry_max,
         }
     }
 
@@ -102,7 +103,15 @@ impl BacktrackRunner {
         else {
             return Ok(false);
         };
-        tracing::info!(backtrack = %job.id, cluster = %job.cluster_id, attempt = job.attempts, "applying backtrack");
+        self.apply(job).await?;
+        Ok(true)
+    }
+
+    /// Asks the node to apply a claimed job, then records what came of it (or when to try
+    /// again). Every log line of the attempt carries the backtrack and cluster ids.
+    #[tracing::instrument(skip_all, fields(backtrack = %job.id, cluster = %job.cluster_id, attempt = job.attempts))]
+    async fn apply(&self, job: Backtrack) -> Result<(), StoreError> {
+        tracing::info!("applying backtrack");
         let result = match self.nodes.client(&job.node_id) {
             Some(client) => {
                 let request = BacktrackRequest {
@@ -126,11 +135,11 @@ impl BacktrackRunner {
             },
             Err(e) if e.is_transient() && now < job.deadline_at => {
                 let run_at = now.plus_millis(self.timing.backoff(job.attempts).as_millis() as i64);
-                tracing::warn!(backtrack = %job.id, error = %e, attempt = job.attempts, "backtrack will be retried");
+                tracing::warn!(error = %e, "backtrack will be retried");
                 self.store
                     .retry_backtrack(job.id, &self.owner, run_at, &e.to_string())
                     .await?;
-                return Ok(true);
+                return Ok(());
             }
             Err(e) if e.is_transient() => JobOutcome::Failed {
                 reason: format!(
@@ -143,8 +152,7 @@ impl BacktrackRunner {
                 reason: format!("The storage node refused the backtrack: {e}"),
             },
         };
-        self.finish(&job, &outcome).await?;
-        Ok(true)
+        self.finish(&job, &outcome).await
     }
 
     async fn finish(&self, job: &Backtrack, outcome: &JobOutcome) -> Result<(), StoreError> {
@@ -199,6 +207,7 @@ impl ClusterReconciler {
 
     /// Makes the cluster's volume match the cluster, then records it; `false` if the node
     /// could not be reached (a later pass tries again).
+    #[tracing::instrument(skip_all, fields(cluster = %cluster.id, status = cluster.status.as_str()))]
     pub async fn converge(&self, cluster: &Cluster) -> Result<bool, StoreError> {
         let Some(client) = self.nodes.client(&cluster.node_id) else {
             self.note_error(

@@ -10,45 +10,76 @@
 //! content in a state is its newest version whose LSN is in the state, or the base image.
 //! Both operations cost O(number of ranges), whatever the size of the database.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
-/// A set of LSNs as sorted, disjoint, non-adjacent inclusive ranges. `u64::MAX` as an end
+/// A log sequence number: a record's place in its volume's history. Each commit and each
+/// backtrack takes the next one; LSN 0 is the empty volume, before its first record. On disk
+/// (record headers, indexes, `volume.json`) it is the plain number.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// The LSN after this one.
+    pub fn next(self) -> Lsn {
+        Lsn(self.0.saturating_add(1))
+    }
+
+    /// The LSN before this one; none before 0.
+    pub fn prev(self) -> Option<Lsn> {
+        self.0.checked_sub(1).map(Lsn)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A set of LSNs as sorted, disjoint, non-adjacent inclusive ranges. [`OPEN`] as an end
 /// means "and every later LSN".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveSet(Vec<(u64, u64)>);
+pub struct LiveSet(Vec<(Lsn, Lsn)>);
 
-pub const OPEN: u64 = u64::MAX;
+pub const OPEN: Lsn = Lsn(u64::MAX);
 
 impl LiveSet {
     /// Every LSN: the live set of a volume that was never backtracked.
     pub fn all() -> Self {
-        LiveSet(vec![(0, OPEN)])
+        LiveSet(vec![(Lsn::ZERO, OPEN)])
     }
 
-    pub fn from_ranges(mut ranges: Vec<(u64, u64)>) -> Self {
+    pub fn from_ranges(mut ranges: Vec<(Lsn, Lsn)>) -> Self {
         ranges.retain(|(a, b)| a <= b);
         ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        let mut merged: Vec<(Lsn, Lsn)> = Vec::with_capacity(ranges.len());
         for (a, b) in ranges {
             match merged.last_mut() {
-                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                Some(last) if a <= last.1.next() => last.1 = last.1.max(b),
                 _ => merged.push((a, b)),
             }
         }
         LiveSet(merged)
     }
 
-    pub fn ranges(&self) -> &[(u64, u64)] {
+    pub fn ranges(&self) -> &[(Lsn, Lsn)] {
         &self.0
     }
 
-    pub fn contains(&self, lsn: u64) -> bool {
+    pub fn contains(&self, lsn: Lsn) -> bool {
         // The ranges are few (one per backtrack still in the window); a scan is fastest.
         self.0.iter().any(|&(a, b)| a <= lsn && lsn <= b)
     }
 
     /// The LSNs of this set that are at most `limit`.
-    pub fn up_to(&self, limit: u64) -> Self {
+    pub fn up_to(&self, limit: Lsn) -> Self {
         let ranges = self
             .0
             .iter()
@@ -59,14 +90,14 @@ impl LiveSet {
     }
 
     /// This set plus every LSN from `from` on.
-    pub fn and_from(&self, from: u64) -> Self {
+    pub fn and_from(&self, from: Lsn) -> Self {
         let mut ranges = self.0.clone();
         ranges.push((from, OPEN));
         LiveSet::from_ranges(ranges)
     }
 
     /// The largest LSN in the set that is at most `limit`.
-    pub fn max_at_most(&self, limit: u64) -> Option<u64> {
+    pub fn max_at_most(&self, limit: Lsn) -> Option<Lsn> {
         self.0
             .iter()
             .rev()
@@ -75,44 +106,44 @@ impl LiveSet {
     }
 
     /// Ranges from the highest down, for searching a page's versions newest first.
-    pub fn ranges_descending(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub fn ranges_descending(&self) -> impl Iterator<Item = (Lsn, Lsn)> + '_ {
         self.0.iter().rev().copied()
     }
 
     /// Collapses everything at or below `horizon` into one range starting at 0: once versions
     /// up to `horizon` are folded into the base image, the sets no longer need to tell them
     /// apart.
-    pub fn folded_at(&self, horizon: u64) -> Self {
-        let mut ranges: Vec<(u64, u64)> = self
+    pub fn folded_at(&self, horizon: Lsn) -> Self {
+        let mut ranges: Vec<(Lsn, Lsn)> = self
             .0
             .iter()
             .copied()
             .filter(|(_, b)| *b > horizon)
             .collect();
-        ranges.push((0, horizon));
+        ranges.push((Lsn::ZERO, horizon));
         LiveSet::from_ranges(ranges)
     }
 
     /// The largest `h <= limit` such that all the sets agree on the membership of every LSN
     /// in `[0, h]`. Compaction may fold only such a prefix into the one base image that all
     /// still-reachable states share. `None` when they disagree already at LSN 0.
-    pub fn agreement_horizon(sets: &[&LiveSet], limit: u64) -> Option<u64> {
+    pub fn agreement_horizon(sets: &[&LiveSet], limit: Lsn) -> Option<Lsn> {
         let Some(first) = sets.first() else {
             return Some(limit);
         };
         // Membership can only change at a range boundary; check each boundary up to limit.
-        let mut boundaries: Vec<u64> = sets
+        let mut boundaries: Vec<Lsn> = sets
             .iter()
-            .flat_map(|s| s.0.iter().flat_map(|&(a, b)| [a, b.saturating_add(1)]))
+            .flat_map(|s| s.0.iter().flat_map(|&(a, b)| [a, b.next()]))
             .filter(|x| *x <= limit)
             .collect();
-        boundaries.push(0);
+        boundaries.push(Lsn::ZERO);
         boundaries.sort_unstable();
         boundaries.dedup();
         for x in boundaries {
             let member = first.contains(x);
             if sets.iter().any(|s| s.contains(x) != member) {
-                return x.checked_sub(1);
+                return x.prev();
             }
         }
         Some(limit)
@@ -124,7 +155,7 @@ impl LiveSet {
 pub struct TimelineEvent {
     pub time_us: i64,
     /// The backtrack's own LSN (it carries no pages).
-    pub lsn: u64,
+    pub lsn: Lsn,
     pub live: LiveSet,
     /// Pages in the database right after the switch.
     pub db_pages: u32,
@@ -133,7 +164,7 @@ pub struct TimelineEvent {
 /// One committed transaction's place in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitInfo {
-    pub lsn: u64,
+    pub lsn: Lsn,
     pub time_us: i64,
     /// Pages in the database after this commit.
     pub db_pages: u32,
@@ -145,7 +176,7 @@ pub struct CommitInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeline {
     /// Everything at or below this LSN is in the base image.
-    pub base_lsn: u64,
+    pub base_lsn: Lsn,
     pub base_time_us: i64,
     pub base_db_pages: u32,
     /// The live set in effect at `base_time_us`.
@@ -164,7 +195,7 @@ pub struct State {
 }
 
 impl Timeline {
-    pub fn new(base_lsn: u64, base_time_us: i64, base_db_pages: u32) -> Self {
+    pub fn new(base_lsn: Lsn, base_time_us: i64, base_db_pages: u32) -> Self {
         Timeline {
             base_lsn,
             base_time_us,
@@ -185,7 +216,7 @@ impl Timeline {
     }
 
     /// The last LSN (commit or backtrack) at or before `time_us`, or the base LSN.
-    pub fn lsn_at(&self, time_us: i64) -> u64 {
+    pub fn lsn_at(&self, time_us: i64) -> Lsn {
         let commit = self.commits.partition_point(|c| c.time_us <= time_us);
         let commit_lsn = commit.checked_sub(1).map(|i| self.commits[i].lsn);
         let event = self.events.partition_point(|e| e.time_us <= time_us);
@@ -217,7 +248,7 @@ impl Timeline {
             .map_or(self.base_db_pages, |c| c.db_pages)
     }
 
-    pub fn last_lsn(&self) -> u64 {
+    pub fn last_lsn(&self) -> Lsn {
         let commit = self.commits.last().map(|c| c.lsn);
         let event = self.events.last().map(|e| e.lsn);
         commit.max(event).unwrap_or(self.base_lsn)
@@ -228,57 +259,71 @@ impl Timeline {
 mod tests {
     use super::*;
 
-    fn set(ranges: &[(u64, u64)]) -> LiveSet {
+    fn set(ranges: &[(Lsn, Lsn)]) -> LiveSet {
         LiveSet::from_ranges(ranges.to_vec())
     }
 
     #[test]
     fn ranges_merge_and_cut() {
-        assert_eq!(set(&[(5, 9), (0, 3), (4, 4)]).ranges(), &[(0, 9)]);
-        let s = set(&[(0, 10), (20, OPEN)]);
-        assert!(s.contains(10) && !s.contains(11) && s.contains(1_000_000));
-        assert_eq!(s.up_to(25).ranges(), &[(0, 10), (20, 25)]);
-        assert_eq!(s.up_to(15).ranges(), &[(0, 10)]);
-        assert_eq!(s.max_at_most(15), Some(10));
-        assert_eq!(s.and_from(11).ranges(), &[(0, OPEN)]);
-        assert_eq!(s.folded_at(22).ranges(), &[(0, OPEN)]);
         assert_eq!(
-            set(&[(0, 10), (20, 30), (40, OPEN)]).folded_at(25).ranges(),
-            &[(0, 30), (40, OPEN)]
+            set(&[(Lsn(5), Lsn(9)), (Lsn(0), Lsn(3)), (Lsn(4), Lsn(4))]).ranges(),
+            &[(Lsn(0), Lsn(9))]
+        );
+        let s = set(&[(Lsn(0), Lsn(10)), (Lsn(20), OPEN)]);
+        assert!(s.contains(Lsn(10)) && !s.contains(Lsn(11)) && s.contains(Lsn(1_000_000)));
+        assert_eq!(
+            s.up_to(Lsn(25)).ranges(),
+            &[(Lsn(0), Lsn(10)), (Lsn(20), Lsn(25))]
+        );
+        assert_eq!(s.up_to(Lsn(15)).ranges(), &[(Lsn(0), Lsn(10))]);
+        assert_eq!(s.max_at_most(Lsn(15)), Some(Lsn(10)));
+        assert_eq!(s.and_from(Lsn(11)).ranges(), &[(Lsn(0), OPEN)]);
+        assert_eq!(s.folded_at(Lsn(22)).ranges(), &[(Lsn(0), OPEN)]);
+        assert_eq!(
+            set(&[(Lsn(0), Lsn(10)), (Lsn(20), Lsn(30)), (Lsn(40), OPEN)])
+                .folded_at(Lsn(25))
+                .ranges(),
+            &[(Lsn(0), Lsn(30)), (Lsn(40), OPEN)]
         );
     }
 
     #[test]
     fn agreement_stops_at_the_first_lsn_the_sets_disagree_on() {
-        let a = set(&[(0, OPEN)]);
-        let b = set(&[(0, 10), (20, OPEN)]);
-        assert_eq!(LiveSet::agreement_horizon(&[&a, &b], 100), Some(10));
-        assert_eq!(LiveSet::agreement_horizon(&[&a, &b], 5), Some(5));
-        assert_eq!(LiveSet::agreement_horizon(&[&b, &b], 100), Some(100));
-        assert_eq!(LiveSet::agreement_horizon(&[&a], 7), Some(7));
+        let a = set(&[(Lsn(0), OPEN)]);
+        let b = set(&[(Lsn(0), Lsn(10)), (Lsn(20), OPEN)]);
+        assert_eq!(
+            LiveSet::agreement_horizon(&[&a, &b], Lsn(100)),
+            Some(Lsn(10))
+        );
+        assert_eq!(LiveSet::agreement_horizon(&[&a, &b], Lsn(5)), Some(Lsn(5)));
+        assert_eq!(
+            LiveSet::agreement_horizon(&[&b, &b], Lsn(100)),
+            Some(Lsn(100))
+        );
+        assert_eq!(LiveSet::agreement_horizon(&[&a], Lsn(7)), Some(Lsn(7)));
     }
 
     /// Commits 1..=10 at times 100, 200, ...; a backtrack at time 1050 (LSN 11) to time 500.
     fn timeline() -> Timeline {
-        let mut t = Timeline::new(0, 0, 0);
+        let mut t = Timeline::new(Lsn(0), 0, 0);
         for lsn in 1..=10 {
             t.commits.push(CommitInfo {
-                lsn,
+                lsn: Lsn(lsn),
                 time_us: lsn as i64 * 100,
                 db_pages: lsn as u32,
                 pages: 1,
             });
         }
         let target = t.state_at(500);
-        assert_eq!(target.live.ranges(), &[(0, 5)]);
+        assert_eq!(target.live.ranges(), &[(Lsn(0), Lsn(5))]);
         t.events.push(TimelineEvent {
             time_us: 1050,
-            lsn: 11,
-            live: target.live.and_from(12),
+            lsn: Lsn(11),
+            live: target.live.and_from(Lsn(12)),
             db_pages: target.db_pages,
         });
         t.commits.push(CommitInfo {
-            lsn: 12,
+            lsn: Lsn(12),
             time_us: 1100,
             db_pages: 7,
             pages: 1,
@@ -289,19 +334,19 @@ mod tests {
     #[test]
     fn state_at_follows_commits_and_backtracks() {
         let t = timeline();
-        assert_eq!(t.state_at(50).live.ranges(), &[(0, 0)]);
+        assert_eq!(t.state_at(50).live.ranges(), &[(Lsn(0), Lsn(0))]);
         assert_eq!(t.state_at(50).db_pages, 0);
-        assert_eq!(t.state_at(350).live.ranges(), &[(0, 3)]);
+        assert_eq!(t.state_at(350).live.ranges(), &[(Lsn(0), Lsn(3))]);
         assert_eq!(t.state_at(350).db_pages, 3);
         // Before the backtrack: everything up to 10.
-        assert_eq!(t.state_at(1049).live.ranges(), &[(0, 10)]);
+        assert_eq!(t.state_at(1049).live.ranges(), &[(Lsn(0), Lsn(10))]);
         // Right after it: the state of time 500.
         let after = t.state_at(1060);
-        assert_eq!(after.live.ranges(), &[(0, 5)]);
+        assert_eq!(after.live.ranges(), &[(Lsn(0), Lsn(5))]);
         assert_eq!(after.db_pages, 5);
         // After the next commit.
         let later = t.state_at(2000);
-        assert_eq!(later.live.ranges(), &[(0, 5), (12, 12)]);
+        assert_eq!(later.live.ranges(), &[(Lsn(0), Lsn(5)), (Lsn(12), Lsn(12))]);
         assert_eq!(later.db_pages, 7);
     }
 
@@ -310,7 +355,7 @@ mod tests {
         let t = timeline();
         // "Forward again" to time 800, which is before the backtrack: LSNs up to 8 again.
         let forward = t.state_at(800);
-        assert_eq!(forward.live.ranges(), &[(0, 8)]);
+        assert_eq!(forward.live.ranges(), &[(Lsn(0), Lsn(8))]);
         assert_eq!(forward.db_pages, 8);
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::record::{RecordKind, RecordMeta};
 use super::segment::{index_path, segment_path, FORMAT_VERSION};
+use crate::engine::timeline::Lsn;
 use crate::fsutil::write_atomically;
 
 pub(super) const INDEX_MAGIC: &[u8; 8] = b"BTLOGIX1";
@@ -27,7 +28,7 @@ pub(super) fn write_index(
     for m in metas {
         out.push(m.kind as u8);
         out.extend_from_slice(m.volume.as_bytes());
-        out.extend_from_slice(&m.lsn.to_le_bytes());
+        out.extend_from_slice(&m.lsn.0.to_le_bytes());
         out.extend_from_slice(&m.time_us.to_le_bytes());
         out.extend_from_slice(&m.db_pages.to_le_bytes());
         out.extend_from_slice(&m.offset.to_le_bytes());
@@ -91,7 +92,7 @@ pub(super) fn parse_index(
     for _ in 0..count {
         let kind = RecordKind::from_byte(take(1)?[0])?;
         let volume = Uuid::from_slice(take(16)?).ok()?;
-        let lsn = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let lsn = Lsn(u64::from_le_bytes(take(8)?.try_into().ok()?));
         let time_us = i64::from_le_bytes(take(8)?.try_into().ok()?);
         let db_pages = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let offset = u64::from_le_bytes(take(8)?.try_into().ok()?);

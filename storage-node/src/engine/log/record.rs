@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use super::PAGE_SIZE;
+use crate::engine::timeline::Lsn;
 
 /// `len | crc | kind | volume | lsn | time | db_pages | count`.
 pub const RECORD_HEADER: usize = 4 + 4 + 1 + 16 + 8 + 8 + 4 + 4;
@@ -35,7 +36,7 @@ impl RecordKind {
 pub struct RecordMeta {
     pub kind: RecordKind,
     pub volume: Uuid,
-    pub lsn: u64,
+    pub lsn: Lsn,
     pub time_us: i64,
     pub db_pages: u32,
     pub segment: u64,
@@ -63,7 +64,7 @@ pub fn page_offset(record_offset: u64, i: usize) -> u64 {
 /// Encodes a commit record of `pages` (page number and exactly PAGE_SIZE bytes each).
 pub fn encode_commit(
     volume: Uuid,
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
     pages: &[(u32, &[u8])],
@@ -88,7 +89,7 @@ pub fn encode_commit(
 
 pub fn encode_backtrack(
     volume: Uuid,
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
     payload: &[u8],
@@ -111,7 +112,7 @@ pub(super) fn header(
     out: &mut Vec<u8>,
     kind: RecordKind,
     volume: Uuid,
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
     count: u32,
@@ -119,7 +120,7 @@ pub(super) fn header(
     out.extend_from_slice(&[0; 8]); // len and crc, filled by seal()
     out.push(kind as u8);
     out.extend_from_slice(volume.as_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&lsn.0.to_le_bytes());
     out.extend_from_slice(&time_us.to_le_bytes());
     out.extend_from_slice(&db_pages.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
@@ -163,7 +164,7 @@ pub(super) fn describe(record: &[u8], segment: u64, offset: u64) -> Option<Recor
     Some(RecordMeta {
         kind,
         volume,
-        lsn: u64_at(25),
+        lsn: Lsn(u64_at(25)),
         time_us: u64_at(33) as i64,
         db_pages: u32_at(41),
         segment,

@@ -9,6 +9,7 @@ use super::record::*;
 use super::segment::*;
 use super::writer::*;
 use super::*;
+use crate::engine::timeline::Lsn;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bt-log-{name}-{}", Uuid::new_v4()));
@@ -18,7 +19,13 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn commit(volume: Uuid, lsn: u64, fill: u8) -> Vec<u8> {
     let page = vec![fill; PAGE_SIZE];
-    encode_commit(volume, lsn, lsn as i64 * 10, 1, &[(0, &page), (3, &page)])
+    encode_commit(
+        volume,
+        Lsn(lsn),
+        lsn as i64 * 10,
+        1,
+        &[(0, &page), (3, &page)],
+    )
 }
 
 #[test]
@@ -53,7 +60,7 @@ fn records_survive_a_reopen(direct: bool) {
     // Reopened, nothing is in memory: the pages come from the disk.
     let (log, found) = Log::open_with(&dir, 1 << 20, direct).unwrap();
     assert_eq!(
-        found.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        found.iter().map(|r| r.lsn.0).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
     );
     assert_eq!(found[0].pages, [0, 3]);
@@ -92,7 +99,7 @@ fn a_torn_tail_is_left_behind_and_nothing_before_it_is_lost() {
     drop(log);
     let (log, found) = Log::open(&dir, 1 << 20).unwrap();
     assert_eq!(
-        found.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        found.iter().map(|r| r.lsn.0).collect::<Vec<_>>(),
         [1, 2, 3, 4]
     );
     drop(log);
@@ -119,7 +126,7 @@ fn a_recycled_segment_never_replays_its_old_records() {
     }
     drop(log);
     let (log, found) = Log::open(&dir, segment_bytes).unwrap();
-    let lsns: Vec<u64> = found.iter().map(|r| r.lsn).collect();
+    let lsns: Vec<u64> = found.iter().map(|r| r.lsn.0).collect();
     assert!(lsns.windows(2).all(|w| w[0] < w[1]), "{lsns:?}");
     assert_eq!(lsns.last(), Some(&60));
     drop(log);
@@ -160,7 +167,7 @@ fn segments_roll_over_and_sealed_ones_are_indexed() {
     drop(log);
     assert!(index_path(&dir, 2).exists());
     let (_, found) = Log::open(&dir, segment_bytes).unwrap();
-    let lsns: Vec<u64> = found.iter().map(|r| r.lsn).collect();
+    let lsns: Vec<u64> = found.iter().map(|r| r.lsn.0).collect();
     assert_eq!(lsns.first(), Some(&4));
     assert_eq!(lsns.last(), Some(&20));
     // A missing index is rebuilt from the segment.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{earliest_restorable, Volume, VolumeError, VolumeState};
 use crate::api::{BacktrackOutcome, BacktrackRequest, ErrorCode};
 use crate::engine::log;
-use crate::engine::timeline::{LiveSet, TimelineEvent};
+use crate::engine::timeline::{LiveSet, Lsn, TimelineEvent};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct BacktrackPayload {
@@ -38,7 +38,7 @@ impl Volume {
         let _writer = self.reserve_waiting()?;
         let (lsn, target) = {
             let st = self.state.read().unwrap();
-            (st.head_lsn + 1, st.timeline.state_at(to_us))
+            (st.head_lsn.next(), st.timeline.state_at(to_us))
         };
         let time_us = self.clock.now_us();
         let payload = BacktrackPayload {
@@ -46,7 +46,7 @@ impl Volume {
             to_us,
             requested_us: request.to_us,
             rolled_back,
-            live: target.live.and_from(lsn + 1),
+            live: target.live.and_from(lsn.next()),
         };
         let bytes = serde_json::to_vec(&payload).map_err(VolumeError::internal)?;
         let record = log::encode_backtrack(self.uuid, lsn, time_us, target.db_pages, &bytes);
@@ -122,7 +122,7 @@ impl Volume {
 
 pub(super) fn publish_backtrack(
     st: &mut VolumeState,
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
     payload: BacktrackPayload,

@@ -10,7 +10,7 @@ use super::read::same_but_counters;
 use super::{Snapshot, Version, Volume, VolumeError, VolumeState};
 use crate::api::ErrorCode;
 use crate::engine::log::{self, PAGE_SIZE};
-use crate::engine::timeline::CommitInfo;
+use crate::engine::timeline::{CommitInfo, Lsn};
 
 /// How long a backtrack waits for a writer still finishing its commit.
 const WRITER_WAIT: Duration = Duration::from_secs(10);
@@ -95,7 +95,7 @@ impl Volume {
         if changed.is_empty() && db_pages == base.db_pages {
             return Ok(base.clone());
         }
-        let lsn = base.head_lsn + 1;
+        let lsn = base.head_lsn.next();
         let time_us = self.clock.now_us();
         let record = log::encode_commit(self.uuid, lsn, time_us, db_pages, &changed);
         let len = record.len() as u32;
@@ -133,7 +133,7 @@ impl Volume {
 
 pub(super) fn publish_commit(
     st: &mut VolumeState,
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
     segment: u64,

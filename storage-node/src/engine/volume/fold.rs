@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{newest_in, PendingFold, Version, Volume, VolumeError, VolumeState};
 use crate::engine::log::PAGE_SIZE;
-use crate::engine::timeline::{LiveSet, Timeline};
+use crate::engine::timeline::{LiveSet, Lsn, Timeline};
 
 impl Volume {
     /// The fold the window asks for now: everything older than the window (everything, when
@@ -19,7 +19,7 @@ impl Volume {
 
     /// Folds at least through `lsn`, moving the horizon past backtracks if it must: the log
     /// budget is full, so the volume's actual window shrinks.
-    pub fn fold_through(&self, lsn: u64) -> Result<bool, VolumeError> {
+    pub fn fold_through(&self, lsn: Lsn) -> Result<bool, VolumeError> {
         let time = {
             let st = self.state.read().unwrap();
             if lsn <= st.timeline.base_lsn {
@@ -35,7 +35,7 @@ impl Volume {
     pub(super) fn fold_to(
         &self,
         time_us: i64,
-        through: Option<u64>,
+        through: Option<Lsn>,
         forced: bool,
     ) -> Result<bool, VolumeError> {
         let _one_at_a_time = self.maintenance.lock().unwrap();
@@ -75,7 +75,7 @@ impl Volume {
     }
 }
 
-fn time_of_lsn(timeline: &Timeline, lsn: u64) -> Option<i64> {
+fn time_of_lsn(timeline: &Timeline, lsn: Lsn) -> Option<i64> {
     let commit = timeline.commits.partition_point(|c| c.lsn <= lsn);
     let commit_time = commit.checked_sub(1).map(|i| timeline.commits[i].time_us);
     let event = timeline.events.partition_point(|e| e.lsn <= lsn);
@@ -85,7 +85,7 @@ fn time_of_lsn(timeline: &Timeline, lsn: u64) -> Option<i64> {
 
 struct FoldPlan {
     /// Versions at or below this LSN go into the base image.
-    pub(super) horizon: u64,
+    pub(super) horizon: Lsn,
     pub(super) time_us: i64,
     pub(super) db_pages: u32,
     /// The version of each page the base image must hold.
@@ -94,7 +94,7 @@ struct FoldPlan {
 
 /// What folding to `time_us` means: the prefix of LSNs on which every state still reachable
 /// (the one at `time_us` and every backtrack after it) agrees.
-fn plan_fold(st: &VolumeState, mut time_us: i64, through: Option<u64>) -> Option<FoldPlan> {
+fn plan_fold(st: &VolumeState, mut time_us: i64, through: Option<Lsn>) -> Option<FoldPlan> {
     let timeline = &st.timeline;
     if let Some(pending) = &st.pending_fold {
         time_us = time_us.max(pending.time_us);
@@ -113,7 +113,7 @@ fn plan_fold(st: &VolumeState, mut time_us: i64, through: Option<u64>) -> Option
         );
         let limit = timeline.lsn_at(time_us);
         let agreed = LiveSet::agreement_horizon(&sets, limit).unwrap_or(timeline.base_lsn);
-        let needed = through.unwrap_or(0);
+        let needed = through.unwrap_or(Lsn::ZERO);
         match timeline.events.iter().find(|e| e.time_us > time_us) {
             Some(next) if agreed < needed => time_us = next.time_us,
             _ => break agreed,

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::log::{Log, LogError, PAGE_SIZE};
-use super::timeline::{LiveSet, Timeline};
+use super::timeline::{LiveSet, Lsn, Timeline};
 use crate::api::{BacktrackOutcome, ErrorCode, VolumeFigures};
 use crate::fsutil;
 
@@ -135,7 +135,7 @@ impl From<io::Error> for VolumeError {
 /// Where one version of a page is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version {
-    lsn: u64,
+    lsn: Lsn,
     segment: u64,
     /// Offset of the page's bytes in the segment.
     offset: u64,
@@ -146,7 +146,7 @@ struct Version {
 pub struct Snapshot {
     pub live: Arc<LiveSet>,
     pub db_pages: u32,
-    pub head_lsn: u64,
+    pub head_lsn: Lsn,
     /// Shown to SQLite as the file change counter, so its page cache is dropped whenever the
     /// state it caches is no longer the state it reads.
     pub counter: u32,
@@ -156,12 +156,12 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SegmentUse {
     pub bytes: u64,
-    pub max_lsn: u64,
+    pub max_lsn: Lsn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PendingFold {
-    lsn: u64,
+    lsn: Lsn,
     time_us: i64,
     db_pages: u32,
 }
@@ -180,7 +180,7 @@ struct VolumeState {
     /// The LSNs whose versions the current state reads.
     live: LiveSet,
     /// The newest LSN of the volume (a commit or a backtrack).
-    head_lsn: u64,
+    head_lsn: Lsn,
     /// The database's size in pages after `head_lsn`.
     head_db_pages: u32,
     /// Applied backtracks by id, for idempotent retries (the last 7 days).
@@ -234,7 +234,7 @@ pub struct Volume {
     deleted: AtomicBool,
     /// The newest committed version of page 0 (SQLite reads its header at every transaction
     /// start), keyed by that version's LSN.
-    page0: Mutex<Option<(u64, Arc<[u8]>)>>,
+    page0: Mutex<Option<(Lsn, Arc<[u8]>)>>,
     /// The most pages one transaction may stage (they are held in memory until it commits).
     transaction_limit_pages: AtomicUsize,
 }
@@ -375,15 +375,16 @@ mod tests {
     #[test]
     fn the_newest_live_version_is_found_across_dead_ranges() {
         let v = |lsn| Version {
-            lsn,
+            lsn: Lsn(lsn),
             segment: 1,
             offset: lsn,
         };
         let versions = [v(2), v(5), v(7), v(9)];
-        assert_eq!(newest_in(&versions, &LiveSet::all()).unwrap().lsn, 9);
-        let after_backtrack = LiveSet::from_ranges(vec![(0, 6), (10, u64::MAX)]);
-        assert_eq!(newest_in(&versions, &after_backtrack).unwrap().lsn, 5);
-        assert!(newest_in(&versions, &LiveSet::from_ranges(vec![(0, 1)])).is_none());
+        assert_eq!(newest_in(&versions, &LiveSet::all()).unwrap().lsn, Lsn(9));
+        let after_backtrack =
+            LiveSet::from_ranges(vec![(Lsn(0), Lsn(6)), (Lsn(10), Lsn(u64::MAX))]);
+        assert_eq!(newest_in(&versions, &after_backtrack).unwrap().lsn, Lsn(5));
+        assert!(newest_in(&versions, &LiveSet::from_ranges(vec![(Lsn(0), Lsn(1))])).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::commit::publish_commit;
 use super::{Clock, PendingFold, Volume, VolumeState, WriterLock};
 use crate::api::BacktrackOutcome;
 use crate::engine::log::{Log, RecordKind, RecordMeta};
-use crate::engine::timeline::{LiveSet, Timeline, TimelineEvent};
+use crate::engine::timeline::{LiveSet, Lsn, Timeline, TimelineEvent};
 use crate::fsutil;
 
 const META_FORMAT: u32 = 1;
@@ -33,7 +33,7 @@ struct VolumeMeta {
     pub(super) created_at_us: i64,
     /// When the current history started (creation, or the window going above 0).
     pub(super) enabled_since_us: Option<i64>,
-    pub(super) base_lsn: u64,
+    pub(super) base_lsn: Lsn,
     pub(super) base_time_us: i64,
     pub(super) base_db_pages: u32,
     pub(super) base_live: LiveSet,
@@ -41,7 +41,7 @@ struct VolumeMeta {
     pub(super) events: Vec<TimelineEvent>,
     /// Every record of this volume up to this LSN is reflected here (besides commits' pages,
     /// which are in the log or the base).
-    pub(super) checkpoint_lsn: u64,
+    pub(super) checkpoint_lsn: Lsn,
     pub(super) records_created: u64,
     /// Backtrack records ever applied (one per switch, whatever its id).
     #[serde(default)]
@@ -77,12 +77,12 @@ impl Volume {
             window_secs,
             created_at_us: now,
             enabled_since_us: (window_secs > 0).then_some(now),
-            base_lsn: 0,
+            base_lsn: Lsn::ZERO,
             base_time_us: now,
             base_db_pages: 0,
             base_live: LiveSet::all(),
             events: Vec::new(),
-            checkpoint_lsn: 0,
+            checkpoint_lsn: Lsn::ZERO,
             records_created: 0,
             backtracks_applied: 0,
             ledger: Vec::new(),
@@ -124,7 +124,7 @@ impl Volume {
         let volume = Volume::from_meta(dir, meta, base, log, clock);
         volume.replay(records)?;
         if let Some(fold) = pending {
-            tracing::info!(volume = %volume.id, lsn = fold.lsn, "redoing an interrupted fold");
+            tracing::info!(volume = %volume.id, lsn = fold.lsn.0, "redoing an interrupted fold");
             volume
                 .fold_to(fold.time_us, None, false)
                 .map_err(|e| io::Error::other(e.message))?;
