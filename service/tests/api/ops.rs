@@ -14,7 +14,7 @@ use backtrack_service::ops::events::DescribeEventsParams;
 use backtrack_service::ops::sql::{SqlError, SqlTarget};
 use backtrack_service::ops::Ops;
 use backtrack_service::startup::App;
-use backtrack_storage_node::api::{ExecuteRequest, ExecuteResult};
+use backtrack_storage_node::api::{ExecuteRequest, ExecuteResult, TransactionStarted};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -184,6 +184,25 @@ async fn sql_billing_and_metrics_are_operations_too() {
     let target = SqlTarget::new("queried", "arn:aws:secretsmanager:x");
     let done = ops.execute_sql(target, &statement).await.unwrap();
     assert_eq!(done.rows_affected, 3);
+    Mock::given(method("POST"))
+        .and(path_regex("^/v1/volumes/[^/]+/transactions$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(TransactionStarted {
+                transaction_id: "tx-1".into(),
+            }),
+        )
+        .mount(&node)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v1/volumes/[^/]+/transactions/tx-1/commit$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+        .mount(&node)
+        .await;
+    let tx = ops.begin_transaction(target).await.unwrap();
+    assert_eq!(tx, "tx-1");
+    ops.end_transaction(target, &tx, true).await.unwrap();
+    let unknown = ops.end_transaction(target, "tx-2", false).await;
+    assert!(matches!(unknown, Err(SqlError::Node(_))), "{unknown:?}");
     let no_secret = ops
         .execute_sql(SqlTarget::new("queried", " "), &statement)
         .await;
