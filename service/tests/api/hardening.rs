@@ -88,13 +88,8 @@ async fn a_body_up_to_the_configured_limit_is_read_and_one_past_it_refused_in_th
     };
     // 3 MiB is under the default 4 MiB: it is parsed (and refused for its unknown member).
     let response = app
-        .http
-        .post(format!("{}/v1/clusters", app.address))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(padded(3 << 20))
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/v1/clusters", "application/json", padded(3 << 20))
+        .await;
     let (status, body) = decode(response).await;
     assert_error(status, &body, 400, "InvalidParameterValue");
     assert!(body["Error"]["Message"]
@@ -103,25 +98,15 @@ async fn a_body_up_to_the_configured_limit_is_read_and_one_past_it_refused_in_th
         .contains("Padding"));
 
     let response = app
-        .http
-        .post(format!("{}/v1/clusters", app.address))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(padded(5 << 20))
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/v1/clusters", "application/json", padded(5 << 20))
+        .await;
     let (status, body) = decode(response).await;
     assert_error(status, &body, 413, "RequestEntityTooLarge");
 
     // The Data API answers in its own form.
     let response = app
-        .http
-        .post(format!("{}/Execute", app.address))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(padded(5 << 20))
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/Execute", "application/json", padded(5 << 20))
+        .await;
     assert_eq!(response.status(), 413);
     assert_eq!(
         response.headers()["x-amzn-errortype"],
@@ -206,13 +191,12 @@ async fn a_cross_site_request_is_refused_and_changes_nothing() {
 
     // A form post from a page: not JSON, so refused before anything runs.
     let response = app
-        .http
-        .post(format!("{}/Execute", app.address))
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(json!({"resourceArn": ARN, "secretArn": SECRET, "sql": "DROP TABLE t"}).to_string())
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/Execute",
+            "text/plain",
+            json!({"resourceArn": ARN, "secretArn": SECRET, "sql": "DROP TABLE t"}).to_string(),
+        )
+        .await;
     assert_eq!(response.status(), 415);
     assert_eq!(
         response.headers()["x-amzn-errortype"],

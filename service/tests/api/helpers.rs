@@ -190,6 +190,22 @@ impl TestApp {
         (self.node, self.db)
     }
 
+    /// Posts `body` as it is, with `content_type`: for bodies a JSON value cannot make.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.address))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Posts an ExecuteStatement call to the Data API; the raw response, for its headers.
     pub async fn execute(&self, body: Value) -> reqwest::Response {
         self.http
