@@ -236,12 +236,8 @@ async fn a_cross_site_request_is_refused_and_changes_nothing() {
     // The service's own pages (the docs page) may call it.
     let own = app.address.replace("http://", "");
     let response = app
-        .http
-        .get(format!("{}/v1/clusters", app.address))
-        .header(header::ORIGIN, format!("http://{own}"))
-        .send()
-        .await
-        .unwrap();
+        .get_with("/v1/clusters", header::ORIGIN, format!("http://{own}"))
+        .await;
     assert_eq!(response.status(), 200);
 }
 
@@ -249,25 +245,13 @@ async fn a_cross_site_request_is_refused_and_changes_nothing() {
 async fn a_request_for_a_host_that_is_not_loopback_is_refused() {
     let app = spawn_app().await;
     for host in ["evil.example", "evil.example:8080", "10.1.2.3"] {
-        let response = app
-            .http
-            .get(format!("{}/v1/clusters", app.address))
-            .header(header::HOST, host)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_with("/v1/clusters", header::HOST, host).await;
         let (status, body) = decode(response).await;
         assert_error(status, &body, 403, "AccessDeniedException");
     }
     let port = app.address.rsplit(':').next().unwrap().to_string();
     for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
-        let response = app
-            .http
-            .get(format!("{}/v1/clusters", app.address))
-            .header(header::HOST, host)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_with("/v1/clusters", header::HOST, host).await;
         assert_eq!(response.status(), 200);
     }
 }

@@ -190,6 +190,21 @@ impl TestApp {
         (self.node, self.db)
     }
 
+    /// A GET with one header set (an `Origin`, a `Host`); the raw response.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        name: reqwest::header::HeaderName,
+        value: impl AsRef<str>,
+    ) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .header(name, value.as_ref())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Posts `body` as it is, with `content_type`: for bodies a JSON value cannot make.
     pub async fn post_raw(
         &self,
