@@ -144,6 +144,58 @@ pub struct Config {
     /// Currency of the price.
     #[arg(long, env = "BACKTRACK_CURRENCY", default_value = "USD")]
     pub currency: String,
+
+    /// An access key requests must be signed with (AWS Signature Version 4), as
+    /// `ACCESS_KEY_ID:SECRET`; repeat the flag, or separate keys with commas in the
+    /// environment variable. With keys, every API request must be signed by one of them.
+    #[arg(
+        long = "access-key",
+        env = "BACKTRACK_ACCESS_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    #[serde(serialize_with = "key_ids")]
+    pub access_keys: Vec<AccessKey>,
+
+    /// A file of access keys, one `ACCESS_KEY_ID:SECRET` a line (blank lines and `#`
+    /// comments skipped): a mounted Kubernetes Secret, for instance.
+    #[arg(long, env = "BACKTRACK_ACCESS_KEYS_FILE")]
+    pub access_keys_file: Option<PathBuf>,
+
+    /// Require a signature on /metrics too (it is open by default, for scrapers).
+    #[arg(long, env = "BACKTRACK_METRICS_AUTH")]
+    pub metrics_auth: bool,
+
+    /// Serve without authentication on a non-loopback address. Anyone who can reach the
+    /// address can then create, rewind and delete clusters.
+    #[arg(long, env = "BACKTRACK_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+/// An access key: its id and secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl FromStr for AccessKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok(AccessKey {
+                id: id.to_string(),
+                secret: secret.to_string(),
+            }),
+            _ => Err("an access key is ACCESS_KEY_ID:SECRET, both non-empty".into()),
+        }
+    }
+}
+
+/// The access keys in the effective settings: their ids, never their secrets.
+fn key_ids<S: serde::Serializer>(keys: &[AccessKey], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keys.iter().map(|k| &k.id))
 }
 
 impl Config {
@@ -200,6 +252,19 @@ impl Config {
         if self.price_per_million_cr_hours < Money::ZERO {
             return Err("--price-per-million-cr-hours must not be negative".into());
         }
+        let keys = self.access_keys()?;
+        if keys.is_empty() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+            return Err(format!(
+                "refusing to serve {} without authentication: give access keys (--access-key \
+                 ID:SECRET, BACKTRACK_ACCESS_KEYS or --access-keys-file), or pass \
+                 --insecure-no-auth to let anyone who can reach this address create, rewind \
+                 and delete clusters",
+                self.listen
+            ));
+        }
+        if self.metrics_auth && keys.is_empty() {
+            return Err("--metrics-auth needs access keys".into());
+        }
         if self.statement_timeout_ms == 0 {
             return Err("--statement-timeout-ms must be positive".into());
         }
@@ -219,6 +284,38 @@ impl Config {
             return Err("--node-timeout-ms must be shorter than --job-lease-secs".into());
         }
         Ok(())
+    }
+
+    /// Every configured access key, id to secret: the flags' and the file's. A file that
+    /// cannot be read, a malformed line, or one id with two secrets is refused.
+    pub fn access_keys(&self) -> Result<std::collections::HashMap<String, String>, String> {
+        let mut keys: Vec<AccessKey> = self.access_keys.clone();
+        if let Some(path) = &self.access_keys_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --access-keys-file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                keys.push(
+                    line.parse()
+                        .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?,
+                );
+            }
+        }
+        let mut by_id = std::collections::HashMap::new();
+        for key in keys {
+            if let Some(other) = by_id.insert(key.id.clone(), key.secret.clone()) {
+                if other != key.secret {
+                    return Err(format!(
+                        "the access key {} is given twice, with two secrets",
+                        key.id
+                    ));
+                }
+            }
+        }
+        Ok(by_id)
     }
 
     /// The settings `serve` would run with, secrets left out, for `check-config`: every flag
@@ -300,6 +397,8 @@ pub struct Settings {
     pub job_deadline: Duration,
     pub price_per_million: Money,
     pub currency: String,
+    /// Whether requests must be signed with one of the configured access keys.
+    pub authenticated: bool,
 }
 
 impl Settings {
@@ -310,6 +409,7 @@ impl Settings {
             job_deadline: config.timings().job_deadline,
             price_per_million: config.price_per_million_cr_hours,
             currency: config.currency.clone(),
+            authenticated: false,
         }
     }
 

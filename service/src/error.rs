@@ -35,6 +35,20 @@ pub enum ApiError {
     HeadersTooLarge(String),
     UnknownOperation(String),
     MethodNotAllowed(String),
+    /// A query-protocol request without `Action`.
+    MissingAction(String),
+    /// A query-protocol `Action` this service does not have.
+    InvalidAction(String),
+    /// More tags than a resource may have.
+    TagQuotaExceeded(String),
+    /// Access keys are configured and the request is not signed.
+    MissingAuthenticationToken(String),
+    /// The request is signed with an access key this service does not have.
+    InvalidClientTokenId(String),
+    /// The signature is not the one the access key's secret gives, or it has expired.
+    SignatureDoesNotMatch(String),
+    /// The `Authorization` header or presigned parameters are malformed or incomplete.
+    IncompleteSignature(String),
     PayloadTooLarge(String),
     Timeout(String),
     Unavailable(String),
@@ -92,6 +106,21 @@ impl ApiError {
             ),
             UnknownOperation(_) => ("UnknownOperation", StatusCode::NOT_FOUND, "Sender"),
             MethodNotAllowed(_) => ("InvalidAction", StatusCode::METHOD_NOT_ALLOWED, "Sender"),
+            MissingAction(_) => ("MissingAction", StatusCode::BAD_REQUEST, "Sender"),
+            InvalidAction(_) => ("InvalidAction", StatusCode::BAD_REQUEST, "Sender"),
+            TagQuotaExceeded(_) => (
+                "TagQuotaPerResourceExceeded",
+                StatusCode::BAD_REQUEST,
+                "Sender",
+            ),
+            MissingAuthenticationToken(_) => (
+                "MissingAuthenticationToken",
+                StatusCode::FORBIDDEN,
+                "Sender",
+            ),
+            InvalidClientTokenId(_) => ("InvalidClientTokenId", StatusCode::FORBIDDEN, "Sender"),
+            SignatureDoesNotMatch(_) => ("SignatureDoesNotMatch", StatusCode::FORBIDDEN, "Sender"),
+            IncompleteSignature(_) => ("IncompleteSignature", StatusCode::BAD_REQUEST, "Sender"),
             PayloadTooLarge(_) => (
                 "RequestEntityTooLarge",
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,6 +161,13 @@ impl ApiError {
             | HeadersTooLarge(m)
             | UnknownOperation(m)
             | MethodNotAllowed(m)
+            | MissingAction(m)
+            | InvalidAction(m)
+            | TagQuotaExceeded(m)
+            | MissingAuthenticationToken(m)
+            | InvalidClientTokenId(m)
+            | SignatureDoesNotMatch(m)
+            | IncompleteSignature(m)
             | PayloadTooLarge(m)
             | Timeout(m)
             | Unavailable(m) => m.clone(),

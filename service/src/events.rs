@@ -21,6 +21,9 @@ pub const WINDOW_SHORT: &str = "The actual Backtrack window is smaller than the 
 pub const WINDOW_BACK: &str =
     "The actual Backtrack window is the same as the target Backtrack window.";
 
+/// The categories of the events recorded here (DescribeEventCategories).
+pub const CATEGORIES: [&str; 4] = ["backtrack", "configuration change", "creation", "deletion"];
+
 /// The kinds of event, with their category and code.
 pub enum What<'a> {
     Created(&'a Cluster),

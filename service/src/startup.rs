@@ -91,7 +91,10 @@ impl App {
             (nodes, None)
         };
         let reconciler = Arc::new(ClusterReconciler::new(store.clone(), nodes.clone()));
-        let settings = Arc::new(Settings::from_config(&config));
+        let keys = config.access_keys()?;
+        let mut settings = Settings::from_config(&config);
+        settings.authenticated = !keys.is_empty();
+        let settings = Arc::new(settings);
         let runner = Arc::new(BacktrackRunner::new(
             store.clone(),
             nodes.clone(),
@@ -114,8 +117,11 @@ impl App {
             timings.request,
             config.body_limit_bytes,
             http::guard::Guard {
-                loopback_hosts_only: config.listen.ip().is_loopback(),
+                // Signed requests name their host in the signature.
+                loopback_hosts_only: config.listen.ip().is_loopback() && keys.is_empty(),
             },
+            (!keys.is_empty())
+                .then(|| http::auth::Auth::new(keys.clone(), &config.region, config.metrics_auth)),
         );
         let listener = match TcpListener::bind(config.listen).await {
             Ok(listener) => listener,

@@ -2,10 +2,12 @@
 //! malformed request into an RDS-style error (never axum's plain-text rejections).
 //!
 //! Layers, outermost first: request id (`x-amzn-RequestId`, generated unless the caller sent
-//! one), tracing, request-id propagation to the response, error rendering (in the Data API's
-//! form on its routes), the guard (cross-site requests, foreign hosts, oversized heads), timeout,
-//! body limit (the configured one: axum's own default limit is off).
+//! one), tracing, request-id propagation to the response, error rendering (in the form of the
+//! front door the request came through: [`Door`]), the guard (cross-site requests, foreign
+//! hosts, oversized heads), timeout, body limit (the configured one: axum's own default limit
+//! is off), authentication (SigV4, when access keys are configured).
 
+pub mod auth;
 pub mod backtracks;
 pub mod billing;
 pub mod clusters;
@@ -14,6 +16,7 @@ pub mod events;
 pub mod guard;
 pub mod health;
 pub mod metrics;
+pub mod query;
 pub mod server;
 
 use std::sync::Arc;
@@ -58,8 +61,10 @@ pub fn router(
     timeout: Duration,
     body_limit: usize,
     guard: guard::Guard,
+    auth: Option<auth::Auth>,
 ) -> Router {
     let api = Router::new()
+        .route("/", get(query::handle).post(query::handle))
         .route(
             "/v1/clusters",
             post(clusters::create).get(clusters::describe),
@@ -101,6 +106,7 @@ pub fn router(
         .with_state(state);
     // Router::layer wraps from the inside out: the last layer added runs first.
     api.layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(auth, auth::check))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(middleware::from_fn_with_state(guard, guard::check))
@@ -142,7 +148,7 @@ async fn render_errors(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let data_api = is_data_api(request.uri().path());
+    let door = Door::of(&request);
     let mut response = next.run(request).await;
     let error = match response.extensions_mut().remove::<ApiError>() {
         Some(error) => error,
@@ -164,25 +170,64 @@ async fn render_errors(request: Request, next: Next) -> Response {
         }
         None => return response,
     };
-    if data_api {
-        let mut rendered = data_api::DataApiError::from_api(&error).into_response();
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            rendered.headers_mut().insert(REQUEST_ID, id);
+    let mut rendered = match door {
+        Door::DataApi => data_api::DataApiError::from_api(&error).into_response(),
+        Door::Query => error_body(&error, query::xml::error(&error, &request_id), "text/xml"),
+        Door::Rest => {
+            let body = serde_json::to_vec(&error.body(&request_id)).unwrap_or_default();
+            error_body(&error, body, "application/json")
         }
-        return rendered;
-    }
-    let (_, status, _) = error.parts();
-    let body = serde_json::to_vec(&error.body(&request_id)).expect("error bodies serialize");
-    let mut rendered = Response::new(Body::from(body));
-    *rendered.status_mut() = status;
-    rendered.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    };
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         rendered.headers_mut().insert(REQUEST_ID, id);
     }
     rendered
+}
+
+fn error_body(error: &ApiError, body: Vec<u8>, content_type: &'static str) -> Response {
+    let mut rendered = Response::new(Body::from(body));
+    *rendered.status_mut() = error.parts().1;
+    rendered
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    rendered
+}
+
+/// The front door a request came through, which decides the form of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The REST API: RDS's JSON error body.
+    Rest,
+    /// The RDS Data API: `x-amzn-ErrorType` and `{"message"}`.
+    DataApi,
+    /// The RDS query protocol: `ErrorResponse` XML. Requests to `/`, forms, and anything with
+    /// an `Action` parameter (an SDK pointed at a wrong path still gets an error it can read).
+    Query,
+}
+
+impl Door {
+    pub fn of(request: &Request) -> Door {
+        let path = request.uri().path();
+        if is_data_api(path) {
+            return Door::DataApi;
+        }
+        let is_form = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .starts_with(b"application/x-www-form-urlencoded")
+            });
+        let has_action = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("Action=")));
+        if path == "/" || is_form || has_action {
+            Door::Query
+        } else {
+            Door::Rest
+        }
+    }
 }
 
 /// A JSON request body. Anything but `application/json`, malformed JSON, a missing member, an

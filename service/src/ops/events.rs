@@ -8,7 +8,7 @@ use super::{list, one, time_param, Ops};
 use crate::domain::paging::Page;
 use crate::domain::Timestamp;
 use crate::error::ApiError;
-use crate::events::RETENTION_DAYS;
+use crate::events::{CATEGORIES, RETENTION_DAYS, SOURCE_TYPE};
 use crate::store::{Event, EventFilter};
 
 /// RDS's source types; events here come from `db-cluster`.
@@ -55,6 +55,21 @@ pub struct EventsMessage {
     pub marker: Option<String>,
 }
 
+/// DescribeEventCategories: the categories of each source type's events.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventCategoriesMessage {
+    #[serde(rename = "EventCategoriesMapList")]
+    pub event_categories_map_list: Vec<EventCategoriesMap>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventCategoriesMap {
+    #[serde(rename = "SourceType")]
+    pub source_type: String,
+    #[serde(rename = "EventCategories")]
+    pub event_categories: Vec<String>,
+}
+
 /// Query parameters of DescribeEvents.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -95,6 +110,23 @@ pub struct DescribeEventsParams {
 }
 
 impl Ops {
+    /// DescribeEventCategories: events here come from clusters; other source types have none.
+    pub fn event_categories(
+        &self,
+        source_type: Option<&str>,
+    ) -> Result<EventCategoriesMessage, ApiError> {
+        if let Some(t) = source_type {
+            check_source_type(t)?;
+        }
+        let map = (source_type.unwrap_or(SOURCE_TYPE) == SOURCE_TYPE).then(|| EventCategoriesMap {
+            source_type: SOURCE_TYPE.to_string(),
+            event_categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        });
+        Ok(EventCategoriesMessage {
+            event_categories_map_list: map.into_iter().collect(),
+        })
+    }
+
     /// DescribeEvents: events of the period (the past hour by default), oldest first. Events
     /// are kept 14 days.
     pub async fn describe_events(
@@ -102,12 +134,7 @@ impl Ops {
         params: DescribeEventsParams,
     ) -> Result<EventsMessage, ApiError> {
         if let Some(t) = &params.source_type {
-            if !SOURCE_TYPES.contains(&t.as_str()) {
-                return Err(ApiError::InvalidParameterValue(format!(
-                    "Unknown SourceType {t:?}; use one of {}.",
-                    SOURCE_TYPES.join(", ")
-                )));
-            }
+            check_source_type(t)?;
         }
         let source_identifier = params
             .source_identifier
@@ -142,6 +169,16 @@ impl Ops {
             marker: page.marker,
         })
     }
+}
+
+fn check_source_type(t: &str) -> Result<(), ApiError> {
+    if SOURCE_TYPES.contains(&t) {
+        return Ok(());
+    }
+    Err(ApiError::InvalidParameterValue(format!(
+        "Unknown SourceType {t:?}; use one of {}.",
+        SOURCE_TYPES.join(", ")
+    )))
 }
 
 /// The period asked for: `EndTime` (default now) and either `StartTime` or `Duration`

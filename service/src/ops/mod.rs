@@ -14,6 +14,7 @@ pub mod clusters;
 pub mod events;
 pub mod metrics;
 pub mod sql;
+pub mod tags;
 
 use std::sync::Arc;
 

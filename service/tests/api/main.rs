@@ -2,6 +2,7 @@
 //! database per test (SQLite, or PostgreSQL with BACKTRACK_TEST_DATABASE_URL), and wiremock
 //! as the storage node.
 
+mod auth;
 mod backtracks;
 mod clusters;
 mod e2e;
@@ -12,5 +13,6 @@ mod jobs;
 mod metering;
 mod openapi;
 mod ops;
+mod query;
 mod replicas;
 mod store;

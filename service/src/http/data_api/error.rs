@@ -38,6 +38,11 @@ pub enum DataApiCode {
     ServiceUnavailable,
     StatementTimeout,
     TransactionNotFound,
+    /// Authentication: the codes are the RDS API's, the same on every front door.
+    MissingAuthenticationToken,
+    InvalidClientTokenId,
+    SignatureDoesNotMatch,
+    IncompleteSignature,
 }
 
 impl DataApiCode {
@@ -68,6 +73,10 @@ impl DataApiCode {
             ServiceUnavailable => ("ServiceUnavailableError", StatusCode::SERVICE_UNAVAILABLE),
             StatementTimeout => ("StatementTimeoutException", StatusCode::BAD_REQUEST),
             TransactionNotFound => ("TransactionNotFoundException", StatusCode::NOT_FOUND),
+            MissingAuthenticationToken => ("MissingAuthenticationToken", StatusCode::FORBIDDEN),
+            InvalidClientTokenId => ("InvalidClientTokenId", StatusCode::FORBIDDEN),
+            SignatureDoesNotMatch => ("SignatureDoesNotMatch", StatusCode::FORBIDDEN),
+            IncompleteSignature => ("IncompleteSignature", StatusCode::BAD_REQUEST),
         }
     }
 }
@@ -106,6 +115,10 @@ impl DataApiError {
             ApiError::MethodNotAllowed(_) => DataApiCode::MethodNotAllowed,
             ApiError::UnknownOperation(_) => DataApiCode::UnknownOperation,
             ApiError::Forbidden(_) => DataApiCode::Forbidden,
+            ApiError::MissingAuthenticationToken(_) => DataApiCode::MissingAuthenticationToken,
+            ApiError::InvalidClientTokenId(_) => DataApiCode::InvalidClientTokenId,
+            ApiError::SignatureDoesNotMatch(_) => DataApiCode::SignatureDoesNotMatch,
+            ApiError::IncompleteSignature(_) => DataApiCode::IncompleteSignature,
             ApiError::Timeout(_) | ApiError::Unavailable(_) => DataApiCode::DatabaseUnavailable,
             ApiError::Internal(_) => DataApiCode::InternalServerError,
             _ => DataApiCode::BadRequest,
