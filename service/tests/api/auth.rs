@@ -37,15 +37,14 @@ const RDS: Signer = Signer {
 };
 
 impl Signer {
-    /// Sends `body` signed at `at` (the body sent may differ from the one signed).
+    /// Sends a body signed at `at` (the body sent may differ from the one signed).
     async fn send(
         &self,
         app: &TestApp,
         method: Method,
         path_and_query: &str,
         content_type: &str,
-        signed_body: &str,
-        sent_body: &str,
+        (signed_body, sent_body): (&str, &str),
         at: Timestamp,
     ) -> reqwest::Response {
         let host = app.address.trim_start_matches("http://").to_string();
@@ -91,7 +90,7 @@ impl Signer {
     }
 
     async fn form(&self, app: &TestApp, form: &str) -> reqwest::Response {
-        self.send(app, Method::POST, "/", FORM, form, form, Timestamp::now())
+        self.send(app, Method::POST, "/", FORM, (form, form), Timestamp::now())
             .await
     }
 }
@@ -107,8 +106,7 @@ async fn cluster_count(app: &TestApp) -> usize {
             Method::GET,
             "/v1/clusters",
             "application/json",
-            "",
-            "",
+            ("", ""),
             Timestamp::now(),
         )
         .await;
@@ -139,8 +137,7 @@ async fn a_signed_request_is_served_on_every_api() {
             Method::POST,
             "/Execute",
             "application/json",
-            &body,
-            &body,
+            (&body, &body),
             Timestamp::now(),
         )
         .await;
@@ -231,8 +228,7 @@ async fn a_wrong_secret_an_unknown_key_or_a_foreign_scope_is_refused_and_changes
             Method::POST,
             "/Execute",
             "application/json",
-            body,
-            body,
+            (body, body),
             Timestamp::now(),
         )
         .await;
@@ -251,8 +247,7 @@ async fn a_body_changed_after_signing_is_refused() {
             Method::POST,
             "/",
             FORM,
-            CREATE,
-            &tampered,
+            (CREATE, &tampered),
             Timestamp::now(),
         )
         .await;
@@ -265,8 +260,7 @@ async fn a_body_changed_after_signing_is_refused() {
             Method::POST,
             "/v1/clusters",
             "application/json",
-            &rest_signed,
-            &rest_sent,
+            (&rest_signed, &rest_sent),
             Timestamp::now(),
         )
         .await;
@@ -280,7 +274,7 @@ async fn a_signature_more_than_15_minutes_from_now_is_refused() {
     for (offset, words) in [(-16, "expired"), (16, "not yet current")] {
         let at = Timestamp::now() + SignedDuration::from_mins(offset);
         let response = RDS
-            .send(&app, Method::POST, "/", FORM, CREATE, CREATE, at)
+            .send(&app, Method::POST, "/", FORM, (CREATE, CREATE), at)
             .await;
         let reply = reply(response).await;
         assert_xml_error(&reply, 403, "SignatureDoesNotMatch");
@@ -289,7 +283,7 @@ async fn a_signature_more_than_15_minutes_from_now_is_refused() {
     // Within the skew, it is accepted.
     let at = Timestamp::now() - SignedDuration::from_mins(10);
     let response = RDS
-        .send(&app, Method::POST, "/", FORM, CREATE, CREATE, at)
+        .send(&app, Method::POST, "/", FORM, (CREATE, CREATE), at)
         .await;
     assert_eq!(response.status(), 200);
 }
@@ -360,8 +354,7 @@ async fn metrics_need_a_signature_with_metrics_auth() {
             Method::GET,
             "/metrics",
             "text/plain",
-            "",
-            "",
+            ("", ""),
             Timestamp::now(),
         )
         .await;
