@@ -30,6 +30,7 @@ VALUE_SETS = {
 EXTERNAL_SECRETS = {
     ("backtrack-database", "url"): "postgres://backtrack:pw@pg.databases.svc:5432/backtrack",
     ("backtrack-node-token", "token"): "a-token-from-the-operators-secret",
+    ("backtrack-keys", "keys"): "AKIDOPERATOR1:secret-one,AKIDOPERATOR2:secret-two",
 }
 # Value sets the chart must refuse, with a phrase its message must contain.
 REFUSALS = [
@@ -188,6 +189,10 @@ def check_rendered(name, docs, bin_dir):
         want = f"{nodes['metadata']['name']}-{i}.{headless}.{NAMESPACE}.svc.cluster.local"
         check(endpoint["name"] == f"node-{i}" and url.hostname == want and url.port == node_port,
               f"{name}: node {i} is {endpoint}, expected node-{i} at {want}:{node_port}")
+    # Authentication: the API runs with access keys, from the chart's Secret or the user's.
+    check(len(cp.get("access_keys", [])) >= 1 and not cp.get("insecure_no_auth"),
+          f"{name}: the control plane requires signed requests (access keys {cp.get('access_keys')})")
+    check("BACKTRACK_ACCESS_KEYS" in cp_refs, f"{name}: the access keys come from a Secret")
     check(cp_refs.get("BACKTRACK_NODE_TOKEN") == node_refs.get("BACKTRACK_NODE_TOKEN")
           and cp_env["BACKTRACK_NODE_TOKEN"] == node_env["BACKTRACK_NODE_TOKEN"] != "",
           f"{name}: control plane and nodes share one token")

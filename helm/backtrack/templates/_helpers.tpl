@@ -68,6 +68,14 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- if .Values.nodeToken.existingSecret }}{{ .Values.nodeToken.existingSecretKey }}{{ else }}node-token{{ end }}
 {{- end }}
 
+{{- define "backtrack.keysSecretName" -}}
+{{- default (include "backtrack.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "backtrack.keysSecretKey" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretKey }}{{ else }}access-keys{{ end }}
+{{- end }}
+
 {{- define "backtrack.databaseSecretName" -}}
 {{- default (include "backtrack.fullname" .) .Values.database.existingSecret }}
 {{- end }}
@@ -100,6 +108,8 @@ already holds, else a new random one. Pass (list $ "key" given).
 {{- $data := dig "data" dict ($existing | default dict) }}
 {{- if hasKey $data $key }}
 {{- index $data $key | b64dec }}
+{{- else if eq $key "access-key-id" }}
+{{- printf "AKBT%s" (randAlphaNum 16 | upper) }}
 {{- else }}
 {{- randAlphaNum 40 }}
 {{- end }}
