@@ -367,6 +367,43 @@ mod tests {
         assert!(parse_json::<Sample>(br#"{"Name":"a"}"#).is_ok());
     }
 
+    #[test]
+    fn errors_take_the_form_of_the_door_a_request_came_through() {
+        let door = |method: &str, uri: &str, content_type: Option<&str>| {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(ct) = content_type {
+                request = request.header(header::CONTENT_TYPE, ct);
+            }
+            Door::of(&request.body(Body::empty()).unwrap())
+        };
+        assert_eq!(door("POST", "/", None), Door::Query);
+        assert_eq!(
+            door("GET", "/?Action=DescribeDBClusters", None),
+            Door::Query
+        );
+        assert_eq!(
+            door(
+                "POST",
+                "/elsewhere",
+                Some("application/x-www-form-urlencoded")
+            ),
+            Door::Query
+        );
+        assert_eq!(door("GET", "/v1/clusters?NoAction=1", None), Door::Rest);
+        assert_eq!(
+            door("POST", "/v1/clusters", Some("application/json")),
+            Door::Rest
+        );
+        assert_eq!(
+            door(
+                "POST",
+                "/Execute",
+                Some("application/x-www-form-urlencoded")
+            ),
+            Door::DataApi
+        );
+    }
+
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Listing {

@@ -62,6 +62,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Replies go out as written: without this, a reply written in two parts waits for
+        // the client's acknowledgement of the first (Nagle's algorithm).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(
             router
                 .clone()

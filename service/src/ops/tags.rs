@@ -1,7 +1,7 @@
 //! AddTagsToResource, ListTagsForResource and RemoveTagsFromResource: a cluster's tags,
 //! named by its ARN, kept with the cluster in the metadata store (and so in its `TagList`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{parse_cluster_ref, required, Ops};
 use crate::domain::{validate_tags, Tag};
@@ -26,6 +26,13 @@ pub struct RemoveTagsRequest {
     pub resource_name: Option<String>,
     #[serde(rename = "TagKeys")]
     pub tag_keys: Option<Vec<String>>,
+}
+
+/// ListTagsForResource's answer.
+#[derive(Debug, Serialize)]
+pub struct TagListMessage {
+    #[serde(rename = "TagList")]
+    pub tag_list: Vec<Tag>,
 }
 
 impl Ops {

@@ -167,6 +167,10 @@ impl Store {
                 }
                 AnyPoolOptions::new()
                     .max_connections(8)
+                    // A connection to a local file cannot go stale the way a network one
+                    // can, so it is not pinged (a round trip to its worker thread) before
+                    // every use.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers run beside the writer; FULL makes each commit

@@ -43,11 +43,61 @@ pub async fn reply(response: reqwest::Response) -> Reply {
             .unwrap_or_default()
             .to_string()
     };
-    Reply {
+    let reply = Reply {
         status: response.status().as_u16(),
         content_type: header("content-type"),
         request_id: header("x-amzn-requestid"),
         body: response.text().await.unwrap(),
+    };
+    if reply.content_type == "text/xml" {
+        check_envelope(&reply);
+    }
+    reply
+}
+
+/// Every XML reply parses back, and has RDS's envelope: `{Op}Response` whose first child is
+/// `{Op}Result` (what the Rust SDK reads) and whose last is `ResponseMetadata`, or
+/// `ErrorResponse` with `Error` then `RequestId`.
+fn check_envelope(reply: &Reply) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(&reply.body);
+    let mut depth = 0;
+    let mut root = String::new();
+    let mut children = Vec::new();
+    let mut record = |depth: usize, name: &[u8]| {
+        let name = String::from_utf8(name.to_vec()).unwrap();
+        match depth {
+            0 => root = name,
+            1 => children.push(name),
+            _ => {}
+        }
+    };
+    loop {
+        let event = reader
+            .read_event()
+            .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {}", reply.body));
+        match event {
+            Event::Start(e) => {
+                record(depth, e.name().as_ref());
+                depth += 1;
+            }
+            Event::Empty(e) => record(depth, e.name().as_ref()),
+            Event::End(_) => depth -= 1,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0, "{}", reply.body);
+    if root == "ErrorResponse" {
+        assert_eq!(children, ["Error", "RequestId"], "{}", reply.body);
+    } else {
+        let action = root.strip_suffix("Response").expect("an {Op}Response root");
+        assert_eq!(
+            children,
+            [format!("{action}Result"), "ResponseMetadata".into()],
+            "{}",
+            reply.body
+        );
     }
 }
 
@@ -321,7 +371,7 @@ async fn a_backtrack_is_started_and_found_by_its_status_filter() {
     assert_eq!(found.status, 200, "{}", found.body);
     assert!(
         found.body.contains(&format!(
-        "<DBClusterBacktracks><DBClusterBacktrack><BacktrackIdentifier>{id}</BacktrackIdentifier>"
+        "<DBClusterBacktracks><DBClusterBacktrack><DBClusterIdentifier>shop</DBClusterIdentifier><BacktrackIdentifier>{id}</BacktrackIdentifier>"
     )),
         "{}",
         found.body

@@ -13,11 +13,13 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use self::form::{Input, Shape, FILTERS, TAGS};
 use super::{AppState, REQUEST_ID};
 use crate::error::ApiError;
+use crate::ops::clusters::DbClusterResult;
+use crate::ops::tags::TagListMessage;
 use crate::ops::{required, Ops};
 
 pub const VERSION: &str = "2014-10-31";
@@ -31,10 +33,12 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Result<R
         .unwrap_or_default()
         .to_string();
     let method = request.method().clone();
-    let form = if method == Method::POST {
-        form_body(request).await?
-    } else {
-        Bytes::copy_from_slice(request.uri().query().unwrap_or_default().as_bytes())
+    let query = Bytes::copy_from_slice(request.uri().query().unwrap_or_default().as_bytes());
+    // The parameters are the form posted, or the query string (of a GET, or of a POST
+    // without a body, as botocore's presigned URLs are).
+    let form = match method {
+        Method::POST => form_body(request).await?.unwrap_or(query),
+        _ => query,
     };
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&form).into_owned().collect();
     let mut action = None;
@@ -45,7 +49,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Result<R
             "Action" => action = Some(value.as_str()),
             "Version" => version = Some(value.as_str()),
             // Presigned requests carry their signature in the query string.
-            n if n.starts_with("X-Amz-") && method == Method::GET => {}
+            n if n.starts_with("X-Amz-") => {}
             _ => rest.push((name.as_str(), value.as_str())),
         }
     }
@@ -72,16 +76,16 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Result<R
              does not authenticate requests."
         )));
     }
-    let result = dispatch(&state.ops, action, &rest).await?;
-    let mut response = Response::new(Body::from(xml::response(action, &result, &request_id)));
+    let body = dispatch(&state.ops, action, &rest, &request_id).await?;
+    let mut response = Response::new(Body::from(body));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     Ok(response)
 }
 
-/// A form body, sent as a form.
-async fn form_body(request: Request) -> Result<Bytes, ApiError> {
+/// A form body, sent as a form; `None` when there is no body.
+async fn form_body(request: Request) -> Result<Option<Bytes>, ApiError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -91,19 +95,21 @@ async fn form_body(request: Request) -> Result<Bytes, ApiError> {
             mime.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    if !is_form {
-        return Err(ApiError::UnsupportedMediaType(
-            "A query-protocol request is a form: Content-Type: application/x-www-form-urlencoded."
-                .into(),
-        ));
-    }
-    Bytes::from_request(request, &()).await.map_err(|e| {
+    let body = Bytes::from_request(request, &()).await.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(super::body_too_large())
         } else {
             ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
         }
-    })
+    })?;
+    match (is_form, body.is_empty()) {
+        (_, true) => Ok(None),
+        (true, false) => Ok(Some(body)),
+        (false, false) => Err(ApiError::UnsupportedMediaType(
+            "A query-protocol request is a form: Content-Type: application/x-www-form-urlencoded."
+                .into(),
+        )),
+    }
 }
 
 fn reads_only(action: &str) -> bool {
@@ -114,61 +120,73 @@ async fn dispatch(
     ops: &Ops,
     action: &str,
     pairs: &[(&str, &str)],
-) -> Result<Map<String, Value>, ApiError> {
+    request_id: &str,
+) -> Result<Vec<u8>, ApiError> {
     let decode = |input: &Input| form::decode(action, input, pairs.iter().copied());
+    macro_rules! reply {
+        ($result:expr) => {
+            xml::response(action, &$result, request_id)
+        };
+    }
     match action {
         "CreateDBCluster" => {
             let cluster = ops.create_cluster(input(decode(&CREATE)?)?).await?;
-            object(json!({ "DBCluster": cluster }))
+            reply!(DbClusterResult {
+                db_cluster: cluster
+            })
         }
         "DescribeDBClusters" => {
             let params = form::listing_params(decode(&DESCRIBE_CLUSTERS)?)?;
-            object(to_value(ops.describe_clusters(input(params)?).await?))
+            reply!(ops.describe_clusters(input(params)?).await?)
         }
         "ModifyDBCluster" => {
             let mut members = decode(&MODIFY)?;
             let id = cluster_id(&mut members)?;
             let cluster = ops.modify_cluster(&id, input(members)?).await?;
-            object(json!({ "DBCluster": cluster }))
+            reply!(DbClusterResult {
+                db_cluster: cluster
+            })
         }
         "DeleteDBCluster" => {
             let mut members = decode(&DELETE)?;
             let id = cluster_id(&mut members)?;
-            object(json!({ "DBCluster": ops.delete_cluster(&id).await? }))
+            reply!(DbClusterResult {
+                db_cluster: ops.delete_cluster(&id).await?,
+            })
         }
         "BacktrackDBCluster" => {
             let mut members = decode(&BACKTRACK)?;
             let id = cluster_id(&mut members)?;
-            object(to_value(ops.start_backtrack(&id, input(members)?).await?))
+            reply!(ops.start_backtrack(&id, input(members)?).await?)
         }
         "DescribeDBClusterBacktracks" => {
             let mut members = decode(&DESCRIBE_BACKTRACKS)?;
             let id = cluster_id(&mut members)?;
             let params = input(form::listing_params(members)?)?;
-            object(to_value(ops.describe_backtracks(&id, params).await?))
+            reply!(ops.describe_backtracks(&id, params).await?)
         }
         "DescribeEvents" => {
             let params = input(form::listing_params(decode(&DESCRIBE_EVENTS)?)?)?;
-            object(to_value(ops.describe_events(params).await?))
+            reply!(ops.describe_events(params).await?)
         }
         "DescribeEventCategories" => {
             let members = decode(&DESCRIBE_EVENT_CATEGORIES)?;
             let source_type = members.get("SourceType").and_then(Value::as_str);
-            object(to_value(ops.event_categories(source_type)?))
+            reply!(ops.event_categories(source_type)?)
         }
         "AddTagsToResource" => {
             ops.add_tags(input(decode(&ADD_TAGS)?)?).await?;
-            Ok(Map::new())
+            reply!(Map::new())
         }
         "ListTagsForResource" => {
             let members = decode(&LIST_TAGS)?;
             let resource = members.get("ResourceName").and_then(Value::as_str);
             let tags = ops.list_tags(resource.map(str::to_string)).await?;
-            object(json!({ "TagList": tags }))
+            reply!(TagListMessage { tag_list: tags })
         }
         "RemoveTagsFromResource" => {
             ops.remove_tags(input(decode(&REMOVE_TAGS)?)?).await?;
-            Ok(Map::new())
+            reply!(Map::new())
         }
         "RestoreDBClusterToPointInTime" => Err(ApiError::InvalidAction(
             "RestoreDBClusterToPointInTime (clones) is not available yet on this service.".into(),
@@ -195,19 +213,6 @@ fn cluster_id(members: &mut Map<String, Value>) -> Result<String, ApiError> {
         .remove("DBClusterIdentifier")
         .and_then(|v| v.as_str().map(str::to_string));
     required(id, "DBClusterIdentifier")
-}
-
-fn to_value(output: impl serde::Serialize) -> Value {
-    serde_json::to_value(output).unwrap_or(Value::Null)
-}
-
-fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
-    match value {
-        Value::Object(members) => Ok(members),
-        _ => Err(ApiError::Internal(
-            "a result did not serialize to an object".into(),
-        )),
-    }
 }
 
 // The inputs, from the RDS model (reference/rds-api.md, Appendix A.3): the members Backtrack
