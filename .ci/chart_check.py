@@ -44,6 +44,11 @@ REFUSALS = [
     (["--set", "controlPlane.replica=3"], "additional properties 'replica' not allowed"),
     (["--set", "storageNode.replicas=0"], "minimum"),
     (["--set", "database.type=mysql"], "database/type"),
+    (["--set", "auth.accessKeyId=AKIDX"], "together"),
+    (["--set", "auth.accessKeyId=AKIDX", "--set", "auth.secretAccessKey=s",
+      "--set", "auth.existingSecret=keys"], "not both"),
+    (["--set", "auth.metricsAuth=true", "--set", "metrics.serviceMonitor.enabled=true"],
+     "ServiceMonitor"),
 ]
 
 failures = []

@@ -168,4 +168,14 @@ podAntiAffinity:
 {{- if and .Values.nodeToken.value .Values.nodeToken.existingSecret }}
 {{- fail "Give nodeToken.value or nodeToken.existingSecret, not both." }}
 {{- end }}
+{{- $auth := .Values.auth }}
+{{- if and (or $auth.accessKeyId $auth.secretAccessKey) $auth.existingSecret }}
+{{- fail "Give auth.accessKeyId and auth.secretAccessKey, or auth.existingSecret, not both." }}
+{{- end }}
+{{- if ne (empty $auth.accessKeyId) (empty $auth.secretAccessKey) }}
+{{- fail "Give auth.accessKeyId and auth.secretAccessKey together (or neither, to have a pair generated)." }}
+{{- end }}
+{{- if and $auth.metricsAuth .Values.metrics.serviceMonitor.enabled }}
+{{- fail "auth.metricsAuth=true makes /metrics require a SigV4 signature, which a ServiceMonitor's scrapes cannot carry: turn one of them off." }}
+{{- end }}
 {{- end }}
