@@ -368,3 +368,218 @@ fn check_time(amz_date: &str, expires: Option<i64>, now: Timestamp) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    fn auth() -> Auth {
+        Auth::new(
+            HashMap::from([("AKIDEXAMPLE".to_string(), SECRET.to_string())]),
+            "us-east-1",
+            false,
+        )
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// A request as botocore 1.44.8 signed it (`SigV4Auth.add_auth` at a fixed time).
+    struct Botocore {
+        method: &'static str,
+        uri: &'static str,
+        host: &'static str,
+        content_type: Option<&'static str>,
+        body: &'static str,
+        signature: &'static str,
+        service: &'static str,
+        signed_headers: &'static str,
+    }
+
+    const FORM: Botocore = Botocore {
+        method: "POST",
+        uri: "/",
+        host: "127.0.0.1:8080",
+        content_type: Some("application/x-www-form-urlencoded; charset=utf-8"),
+        body: "Action=DescribeDBClusters&Version=2014-10-31&Filters.Filter.1.Name=engine&Filters.Filter.1.Values.Value.1=aurora-mysql",
+        signature: "39bbd8c27f901061d7aec6be12fbd95c7e3b3197261fc7c4ffe165444abb78e2",
+        service: "rds",
+        signed_headers: "content-type;host;x-amz-date",
+    };
+    const DATA_API: Botocore = Botocore {
+        method: "POST",
+        uri: "/Execute",
+        host: "localhost:8080",
+        content_type: Some("application/json"),
+        body: r#"{"resourceArn": "arn:aws:rds:us-east-1:000000000000:cluster:shop", "secretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:local", "sql": "SELECT 1"}"#,
+        signature: "3885f31d73e58816e026ce239651c4c2797783c82465aeea8ae29bd3efab3359",
+        service: "rds-data",
+        signed_headers: "content-type;host;x-amz-date",
+    };
+    const REST_GET: Botocore = Botocore {
+        method: "GET",
+        uri: "/v1/clusters?MaxRecords=20&engine=aurora-mysql",
+        host: "127.0.0.1:8080",
+        content_type: None,
+        body: "",
+        signature: "dbd63caf0b34e78aa49995018a88ac135314fd716ce478063281dcf43b85d5ae",
+        service: "rds",
+        signed_headers: "host;x-amz-date",
+    };
+    const SIGNED_AT: &str = "2026-11-23T10:15:30Z";
+
+    fn parts(signed: &Botocore) -> Parts {
+        let mut request = HttpRequest::builder()
+            .method(signed.method)
+            .uri(signed.uri)
+            .header("host", signed.host)
+            .header("x-amz-date", "20261123T101530Z")
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/us-east-1/{}/aws4_request, SignedHeaders={}, Signature={}",
+                    signed.service, signed.signed_headers, signed.signature
+                ),
+            )
+            // Headers the client did not sign do not count.
+            .header("user-agent", "Botocore/1.44.8");
+        if let Some(ct) = signed.content_type {
+            request = request.header("content-type", ct);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn requests_botocore_signed_are_verified() {
+        for signed in [FORM, DATA_API, REST_GET] {
+            let verified = auth().verify(
+                &parts(&signed),
+                &Bytes::from_static(signed.body.as_bytes()),
+                signed.service,
+                at(SIGNED_AT),
+            );
+            assert_eq!(verified, Ok("AKIDEXAMPLE".to_string()), "{}", signed.uri);
+        }
+    }
+
+    #[test]
+    fn a_changed_body_method_path_or_header_breaks_the_signature() {
+        let good = Bytes::from_static(FORM.body.as_bytes());
+        let changed = Bytes::from(FORM.body.replace("aurora-mysql", "aurora-postgresql"));
+        let mismatch =
+            |r: Result<String, ApiError>| matches!(r, Err(ApiError::SignatureDoesNotMatch(_)));
+        assert!(mismatch(auth().verify(
+            &parts(&FORM),
+            &changed,
+            "rds",
+            at(SIGNED_AT)
+        )));
+        let mut other_path = parts(&FORM);
+        other_path.uri = "/v1/clusters".parse().unwrap();
+        assert!(mismatch(auth().verify(
+            &other_path,
+            &good,
+            "rds",
+            at(SIGNED_AT)
+        )));
+        let mut other_host = parts(&FORM);
+        other_host
+            .headers
+            .insert("host", "evil.example".parse().unwrap());
+        assert!(mismatch(auth().verify(
+            &other_host,
+            &good,
+            "rds",
+            at(SIGNED_AT)
+        )));
+        let mut claimed_hash = parts(&FORM);
+        claimed_hash.headers.insert(
+            "x-amz-content-sha256",
+            sigv4::sha256_hex(b"other").parse().unwrap(),
+        );
+        assert!(mismatch(auth().verify(
+            &claimed_hash,
+            &good,
+            "rds",
+            at(SIGNED_AT)
+        )));
+        // The Data API's signature is not good for the RDS API, nor the reverse.
+        let data = Bytes::from_static(DATA_API.body.as_bytes());
+        assert!(mismatch(auth().verify(
+            &parts(&DATA_API),
+            &data,
+            "rds",
+            at(SIGNED_AT)
+        )));
+    }
+
+    #[test]
+    fn a_signature_is_good_for_15_minutes_either_way() {
+        let body = Bytes::from_static(FORM.body.as_bytes());
+        let verify = |now: &str| auth().verify(&parts(&FORM), &body, "rds", at(now));
+        assert!(verify("2026-11-23T10:30:30Z").is_ok());
+        assert!(verify("2026-11-23T10:00:30Z").is_ok());
+        for (now, words) in [
+            (
+                "2026-11-23T10:30:31Z",
+                "Signature expired: 20261123T101530Z is now earlier than 20261123T101531Z",
+            ),
+            ("2026-11-23T10:00:29Z", "Signature not yet current"),
+        ] {
+            match verify(now) {
+                Err(ApiError::SignatureDoesNotMatch(m)) => assert!(m.contains(words), "{m}"),
+                other => panic!("{now}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_unknown_and_malformed_credentials_have_their_codes() {
+        let body = Bytes::from_static(FORM.body.as_bytes());
+        let mut unsigned = parts(&FORM);
+        unsigned.headers.remove("authorization");
+        assert!(matches!(
+            auth().verify(&unsigned, &body, "rds", at(SIGNED_AT)),
+            Err(ApiError::MissingAuthenticationToken(_))
+        ));
+        let stranger = Auth::new(
+            HashMap::from([("AKIDOTHER".into(), SECRET.into())]),
+            "us-east-1",
+            false,
+        );
+        assert!(matches!(
+            stranger.verify(&parts(&FORM), &body, "rds", at(SIGNED_AT)),
+            Err(ApiError::InvalidClientTokenId(_))
+        ));
+        let elsewhere = Auth::new(
+            HashMap::from([("AKIDEXAMPLE".into(), SECRET.into())]),
+            "eu-west-1",
+            false,
+        );
+        assert!(matches!(
+            elsewhere.verify(&parts(&FORM), &body, "rds", at(SIGNED_AT)),
+            Err(ApiError::SignatureDoesNotMatch(m)) if m.contains("region")
+        ));
+        for header in [
+            "Bearer abc",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/us-east-1/rds/aws4_request",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/rds, SignedHeaders=host;x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/us-east-1/rds/aws4_request, SignedHeaders=x-amz-date, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261123/us-east-1/rds/aws4_request, SignedHeaders=host, Signature=00",
+        ] {
+            let mut malformed = parts(&FORM);
+            malformed.headers.insert("authorization", header.parse().unwrap());
+            assert!(
+                matches!(
+                    auth().verify(&malformed, &body, "rds", at(SIGNED_AT)),
+                    Err(ApiError::IncompleteSignature(_))
+                ),
+                "{header}"
+            );
+        }
+    }
+}
