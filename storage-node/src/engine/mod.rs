@@ -252,6 +252,11 @@ impl Engine {
             .ok_or_else(|| not_found(id))
     }
 
+    /// A read-only view of volume `id` as it was at `time_us` (see [`sql::View`]).
+    pub fn view_at(&self, id: &str, time_us: i64) -> Result<sql::View, VolumeError> {
+        self.volume(id)?.view_at(time_us)
+    }
+
     pub fn figures(&self, id: &str) -> Result<VolumeFigures, VolumeError> {
         Ok(figures(&*self.volume(id)?))
     }

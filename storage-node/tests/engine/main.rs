@@ -6,4 +6,5 @@ mod differential;
 mod disk_full;
 mod hardening;
 mod retention;
+mod views;
 mod workload;

@@ -21,13 +21,16 @@
 //! - `statement`: running one statement on one connection.
 //! - `transactions`: BeginTransaction, CommitTransaction, RollbackTransaction and the expiry
 //!   of idle transactions.
+//! - `view`: read-only connections to the volume as it was at an instant of its window.
 
 mod limits;
 mod policy;
 mod statement;
 mod transactions;
+mod view;
 
 pub use limits::{set_memory_limit, SqlLimits};
+pub use view::View;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -155,35 +158,43 @@ impl SqlVolume {
             "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;",
         )
         .map_err(sql_error)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
-        let refusal = Arc::new(Mutex::new(None));
-        let tainted = Arc::new(AtomicBool::new(false));
-        let (why, changed) = (refusal.clone(), tainted.clone());
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| match policy(&ctx) {
-            Verdict::Allow => Authorization::Allow,
-            Verdict::Taint => {
-                changed.store(true, Ordering::Relaxed);
-                Authorization::Allow
-            }
-            Verdict::Deny(reason) => {
-                *why.lock().unwrap() = Some(reason);
-                Authorization::Deny
-            }
-        }));
-        let deadline = Arc::new(Deadline::default());
-        let watch = deadline.clone();
-        conn.progress_handler(PROGRESS_STEPS, Some(move || watch.passed()));
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Conn {
-            conn,
-            refusal,
-            tainted,
-            deadline,
-            single: RefCell::new(HashSet::new()),
-        })
+        guarded(conn)
     }
+}
 
+/// A connection with the policy, the value limit, the deadline's progress handler and the
+/// statement cache installed: every connection to a volume, or to a view of one.
+fn guarded(conn: Connection) -> Result<Conn, VolumeError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
+    let refusal = Arc::new(Mutex::new(None));
+    let tainted = Arc::new(AtomicBool::new(false));
+    let (why, changed) = (refusal.clone(), tainted.clone());
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| match policy(&ctx) {
+        Verdict::Allow => Authorization::Allow,
+        Verdict::Taint => {
+            changed.store(true, Ordering::Relaxed);
+            Authorization::Allow
+        }
+        Verdict::Deny(reason) => {
+            *why.lock().unwrap() = Some(reason);
+            Authorization::Deny
+        }
+    }));
+    let deadline = Arc::new(Deadline::default());
+    let watch = deadline.clone();
+    conn.progress_handler(PROGRESS_STEPS, Some(move || watch.passed()));
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(Conn {
+        conn,
+        refusal,
+        tainted,
+        deadline,
+        single: RefCell::new(HashSet::new()),
+    })
+}
+
+impl SqlVolume {
     /// Runs one statement (once, or once per parameter set), in autocommit or in a transaction.
     pub fn execute(&self, request: &ExecuteRequest) -> Result<ExecuteResult, VolumeError> {
         self.check_available()?;

@@ -24,6 +24,8 @@ pub(super) struct VolumeFile {
 
 struct FileState {
     volume: Arc<Volume>,
+    /// For a view: the snapshot every lock takes, and no writing.
+    fixed: Option<Snapshot>,
     lock: c_int,
     /// The state this handle reads, from SHARED until NONE.
     snapshot: Option<Snapshot>,
@@ -42,7 +44,7 @@ impl FileState {
         match (&self.stage, &self.snapshot) {
             (Some(stage), _) => stage.db_pages,
             (None, Some(snapshot)) => snapshot.db_pages,
-            (None, None) => self.volume.snapshot().db_pages,
+            (None, None) => self.current().db_pages,
         }
     }
 
@@ -54,7 +56,7 @@ impl FileState {
         let snapshot = match &self.snapshot {
             Some(s) => s.clone(),
             // SQLite reads the header once before it locks anything.
-            None => self.volume.snapshot(),
+            None => self.current(),
         };
         match self.volume.read_page(&snapshot, index, out) {
             Ok(()) => ffi::SQLITE_OK,
@@ -65,7 +67,19 @@ impl FileState {
         }
     }
 
+    /// The snapshot a lock takes now: the volume's current one, or the view's.
+    fn current(&self) -> Snapshot {
+        match &self.fixed {
+            Some(fixed) => fixed.clone(),
+            None => self.volume.snapshot(),
+        }
+    }
+
     fn reserve(&mut self) -> c_int {
+        if self.fixed.is_some() {
+            // A view is read-only (and is opened so; this is the second line).
+            return ffi::SQLITE_READONLY;
+        }
         if self.stage.is_some() {
             return ffi::SQLITE_OK;
         }
@@ -201,13 +215,14 @@ pub(super) unsafe extern "C" fn x_open(
             let name = unsafe { CStr::from_ptr(name) }.to_str().unwrap_or_default();
             lookup(name)
         };
-        let Some(volume) = volume else {
+        let Some((volume, fixed)) = volume else {
             // SAFETY: as above, `file` is SQLite's buffer for this handle.
             unsafe { (*file).pMethods = ptr::null() };
             return ffi::SQLITE_CANTOPEN;
         };
         let state = Box::new(FileState {
             volume,
+            fixed,
             lock: ffi::SQLITE_LOCK_NONE,
             snapshot: None,
             stage: None,
@@ -337,7 +352,7 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
         // SAFETY: see `state`.
         let st = unsafe { state(file) };
         if st.snapshot.is_none() {
-            st.snapshot = Some(st.volume.snapshot());
+            st.snapshot = Some(st.current());
         }
         if level >= ffi::SQLITE_LOCK_RESERVED {
             let rc = st.reserve();

@@ -13,7 +13,9 @@
 //!
 //! The connection must use `journal_mode=MEMORY` (no journal file: atomicity is the log's).
 //! Main journals and WAL files are refused; temp databases and statement journals go to the
-//! default VFS. Volumes are opened by the name `btvol:<uuid>` through a registry.
+//! default VFS. Volumes are opened by the name `btvol:<uuid>` through a registry; a view (the
+//! volume fixed at a past instant, read-only) by `btvol:<uuid>@<n>`: its handle reads that
+//! snapshot under every lock and refuses RESERVED with SQLITE_READONLY.
 //!
 //! - `file`: a volume's file handle, its state machine and its I/O methods.
 //! - `system`: the VFS-level methods, delegated to the default VFS for what is not a volume.
@@ -26,13 +28,14 @@ mod system;
 use std::collections::HashMap;
 use std::ffi::{c_int, CString};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use libsqlite3_sys as ffi;
 
 use self::file::{x_open, VolumeFile};
 use self::system::*;
-use super::volume::{Volume, VolumeError};
+use super::volume::{Snapshot, Volume, VolumeError};
 
 pub const VFS_NAME: &str = "backtrack";
 const NAME_PREFIX: &str = "btvol:";
@@ -62,8 +65,16 @@ pub fn take_failure() -> Option<VfsFailure> {
     FAILURE.with(|f| f.borrow_mut().take())
 }
 
-fn registry() -> &'static RwLock<HashMap<String, Weak<Volume>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<String, Weak<Volume>>>> = OnceLock::new();
+/// What a name opens: a volume, as it is (read-write), or fixed at a view's snapshot
+/// (read-only).
+#[derive(Clone)]
+struct Entry {
+    volume: Weak<Volume>,
+    fixed: Option<Snapshot>,
+}
+
+fn registry() -> &'static RwLock<HashMap<String, Entry>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<String, Entry>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
@@ -76,10 +87,13 @@ pub fn db_name(volume: &Volume) -> String {
 pub fn register_volume(volume: &Arc<Volume>) -> Result<String, String> {
     ensure_registered()?;
     let name = db_name(volume);
-    registry()
-        .write()
-        .unwrap()
-        .insert(name.clone(), Arc::downgrade(volume));
+    registry().write().unwrap().insert(
+        name.clone(),
+        Entry {
+            volume: Arc::downgrade(volume),
+            fixed: None,
+        },
+    );
     Ok(name)
 }
 
@@ -87,8 +101,44 @@ pub fn unregister_volume(volume: &Volume) {
     registry().write().unwrap().remove(&db_name(volume));
 }
 
-fn lookup(name: &str) -> Option<Arc<Volume>> {
-    registry().read().unwrap().get(name).and_then(Weak::upgrade)
+/// A name that opens `volume` fixed at `snapshot`, read-only, until the returned guard is
+/// dropped: `btvol:<uuid>@<n>`.
+pub fn register_view(volume: &Arc<Volume>, snapshot: Snapshot) -> Result<ViewName, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    ensure_registered()?;
+    let name = format!(
+        "{}@{}",
+        db_name(volume),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    registry().write().unwrap().insert(
+        name.clone(),
+        Entry {
+            volume: Arc::downgrade(volume),
+            fixed: Some(snapshot),
+        },
+    );
+    Ok(ViewName(name))
+}
+
+/// A view's name, registered while this lives.
+pub struct ViewName(String);
+
+impl ViewName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for ViewName {
+    fn drop(&mut self) {
+        registry().write().unwrap().remove(&self.0);
+    }
+}
+
+fn lookup(name: &str) -> Option<(Arc<Volume>, Option<Snapshot>)> {
+    let entry = registry().read().unwrap().get(name).cloned()?;
+    Some((entry.volume.upgrade()?, entry.fixed))
 }
 
 /// Registers the VFS with SQLite, once per process.

@@ -39,9 +39,13 @@ impl Volume {
         forced: bool,
     ) -> Result<bool, VolumeError> {
         let _one_at_a_time = self.maintenance.lock().unwrap();
+        // An open view's instant caps the fold, the log budget's too: the budget then waits
+        // for the view to close.
+        let cap = self.earliest_pin();
+        let time_us = cap.map_or(time_us, |pin| time_us.min(pin));
         let plan = {
             let st = self.state.read().unwrap();
-            match plan_fold(&st, time_us, through) {
+            match plan_fold(&st, time_us, through, cap) {
                 Some(plan) => plan,
                 None => return Ok(false),
             }
@@ -93,8 +97,14 @@ struct FoldPlan {
 }
 
 /// What folding to `time_us` means: the prefix of LSNs on which every state still reachable
-/// (the one at `time_us` and every backtrack after it) agrees.
-fn plan_fold(st: &VolumeState, mut time_us: i64, through: Option<Lsn>) -> Option<FoldPlan> {
+/// (the one at `time_us` and every backtrack after it) agrees. `through` may move the fold
+/// past backtracks, never past `cap` (an open view's instant).
+fn plan_fold(
+    st: &VolumeState,
+    mut time_us: i64,
+    through: Option<Lsn>,
+    cap: Option<i64>,
+) -> Option<FoldPlan> {
     let timeline = &st.timeline;
     if let Some(pending) = &st.pending_fold {
         time_us = time_us.max(pending.time_us);
@@ -115,7 +125,9 @@ fn plan_fold(st: &VolumeState, mut time_us: i64, through: Option<Lsn>) -> Option
         let agreed = LiveSet::agreement_horizon(&sets, limit).unwrap_or(timeline.base_lsn);
         let needed = through.unwrap_or(Lsn::ZERO);
         match timeline.events.iter().find(|e| e.time_us > time_us) {
-            Some(next) if agreed < needed => time_us = next.time_us,
+            Some(next) if agreed < needed && cap.is_none_or(|c| next.time_us <= c) => {
+                time_us = next.time_us
+            }
             _ => break agreed,
         }
     };

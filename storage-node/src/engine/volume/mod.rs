@@ -24,14 +24,16 @@ mod commit;
 mod fold;
 mod open;
 mod read;
+mod view;
 
 pub use self::commit::Reservation;
+pub use self::view::Pin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -209,9 +211,9 @@ struct WriterLock {
 
 /// One cluster's page store.
 ///
-/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `state`; `page0`, the
-/// base file and the log are used with no lock of the volume held for writing (`state` is
-/// written only after the log has answered). A writer holds the writer lock across many calls
+/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `state`, then `pins`;
+/// `page0`, the base file and the log are used with no lock of the volume held for writing
+/// (`state` is written only after the log has answered). A writer holds the writer lock across many calls
 /// (from SQLite's RESERVED lock to its commit or rollback), through a [`Reservation`] or the
 /// VFS's stage, which release it when dropped.
 pub struct Volume {
@@ -237,6 +239,10 @@ pub struct Volume {
     page0: Mutex<Option<(Lsn, Arc<[u8]>)>>,
     /// The most pages one transaction may stage (they are held in memory until it commits).
     transaction_limit_pages: AtomicUsize,
+    /// Instants that open views read (see [`Pin`]): no fold moves the horizon past the
+    /// earliest, so every version they read stays. Taken with `maintenance` held.
+    pins: Mutex<BTreeMap<u64, i64>>,
+    next_pin: AtomicU64,
 }
 
 impl Volume {

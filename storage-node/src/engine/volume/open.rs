@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -187,6 +187,8 @@ impl Volume {
             deleted: AtomicBool::new(false),
             page0: Mutex::new(None),
             transaction_limit_pages: AtomicUsize::new(usize::MAX),
+            pins: Mutex::new(BTreeMap::new()),
+            next_pin: AtomicU64::new(0),
         }
     }
 
