@@ -94,6 +94,67 @@ pub struct BacktrackList {
     pub backtracks: Vec<BacktrackOutcome>,
 }
 
+/// `GET /v1/volumes/{id}/preview?to_us=..&include_rows=..`: what a backtrack to `to_us` would
+/// undo, without changing anything.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub to_us: i64,
+    #[serde(default)]
+    pub include_rows: bool,
+}
+
+/// The answer to a preview: the state at `to_us` against the current one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preview {
+    pub to_us: i64,
+    /// Change records committed after `to_us` that the current state holds.
+    pub change_records: u64,
+    /// The tables that differ, by name.
+    pub tables: Vec<TableChange>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TableChangeKind {
+    /// Created after `to_us`: a backtrack drops it.
+    Created,
+    /// Dropped after `to_us`: a backtrack brings it back.
+    Dropped,
+    /// Its definition changed (and maybe its rows).
+    Altered,
+    /// Only its rows changed.
+    Modified,
+}
+
+/// One table's differences, counted from the current state's point of view: rows inserted,
+/// updated (on the columns both states have) and deleted since `to_us`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableChange {
+    pub name: String,
+    pub change: TableChangeKind,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_deleted: u64,
+    /// With `include_rows`: up to [`PREVIEW_ROWS`] changed rows, in rowid order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<RowChange>>,
+}
+
+/// Changed rows a preview shows per table.
+pub const PREVIEW_ROWS: usize = 100;
+
+/// A row as it was at `to_us` (`before`) and as it is (`after`); one is absent for a row
+/// inserted or deleted since. Values by column name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RowChange {
+    pub rowid: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Vec<(String, Value)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<(String, Value)>>,
+}
+
 /// A SQL value on the wire; exactly one member is set (`{"null": true}` for NULL).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]

@@ -11,6 +11,7 @@
 //! On disk, under the data directory: `log/` (segments and their indexes) and
 //! `volumes/<id>/` (`volume.json` and `base.img`).
 
+pub mod btree;
 pub mod log;
 mod maintenance;
 pub mod sql;
@@ -255,6 +256,16 @@ impl Engine {
     /// A read-only view of volume `id` as it was at `time_us` (see [`sql::View`]).
     pub fn view_at(&self, id: &str, time_us: i64) -> Result<sql::View, VolumeError> {
         self.volume(id)?.view_at(time_us)
+    }
+
+    /// What a backtrack of volume `id` to `to_us` would undo (see [`sql::SqlVolume::preview`]).
+    pub fn preview(
+        &self,
+        id: &str,
+        to_us: i64,
+        include_rows: bool,
+    ) -> Result<crate::api::Preview, VolumeError> {
+        self.volume(id)?.preview(to_us, include_rows)
     }
 
     pub fn figures(&self, id: &str) -> Result<VolumeFigures, VolumeError> {

@@ -5,6 +5,7 @@ mod common;
 mod differential;
 mod disk_full;
 mod hardening;
+mod preview;
 mod retention;
 mod views;
 mod workload;

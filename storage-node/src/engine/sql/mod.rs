@@ -22,9 +22,11 @@
 //! - `transactions`: BeginTransaction, CommitTransaction, RollbackTransaction and the expiry
 //!   of idle transactions.
 //! - `view`: read-only connections to the volume as it was at an instant of its window.
+//! - `preview`: what a backtrack would undo, from a view then and a view now.
 
 mod limits;
 mod policy;
+mod preview;
 mod statement;
 mod transactions;
 mod view;

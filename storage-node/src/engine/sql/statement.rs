@@ -223,7 +223,7 @@ fn to_sql(value: &Value) -> SqlValue {
     }
 }
 
-fn from_sql(value: ValueRef<'_>) -> Value {
+pub(super) fn from_sql(value: ValueRef<'_>) -> Value {
     match value {
         ValueRef::Null => Value::Null(true),
         ValueRef::Integer(i) => Value::Integer(i),

@@ -9,12 +9,13 @@ use rusqlite::{Connection, OpenFlags};
 use super::statement::sql_error;
 use super::{guarded, Conn, SqlVolume};
 use crate::engine::vfs::{self, ViewName, VFS_NAME};
-use crate::engine::volume::{Pin, VolumeError};
+use crate::engine::volume::{Pin, Snapshot, VolumeError};
 
 /// A read-only connection to `state(T)`. Dropping it closes the connection, then the name,
 /// then the pin, in that order (the field order).
 pub struct View {
     conn: Conn,
+    snapshot: Snapshot,
     _name: ViewName,
     pin: Pin,
 }
@@ -29,6 +30,11 @@ impl View {
     pub fn time_us(&self) -> i64 {
         self.pin.time_us()
     }
+
+    /// The state the view reads.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
 }
 
 impl SqlVolume {
@@ -37,7 +43,8 @@ impl SqlVolume {
     pub fn view_at(&self, time_us: i64) -> Result<View, VolumeError> {
         self.check_available()?;
         let (snapshot, pin) = self.volume.view_at(time_us)?;
-        let name = vfs::register_view(&self.volume, snapshot).map_err(VolumeError::internal)?;
+        let name =
+            vfs::register_view(&self.volume, snapshot.clone()).map_err(VolumeError::internal)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags_and_vfs(name.as_str(), flags, VFS_NAME)
             .map_err(sql_error)?;
@@ -45,6 +52,7 @@ impl SqlVolume {
             .map_err(sql_error)?;
         Ok(View {
             conn: guarded(conn)?,
+            snapshot,
             _name: name,
             pin,
         })

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{earliest_restorable, Snapshot, Volume, VolumeError};
+use super::{earliest_restorable, newest_in, Snapshot, Volume, VolumeError};
 use crate::api::ErrorCode;
 
 /// Keeps `state(time_us)` of a volume readable until dropped.
@@ -80,6 +80,39 @@ impl Volume {
             time_us,
         };
         Ok((snapshot, pin))
+    }
+
+    /// The pages whose bytes may differ between two snapshots: those whose newest version
+    /// differs. Only pages with versions in the log are looked at, so the cost follows the
+    /// changes kept for the window, not the size of the database.
+    pub fn changed_pages(&self, a: &Snapshot, b: &Snapshot) -> Vec<u32> {
+        let st = self.state.read().unwrap();
+        let mut changed: Vec<u32> = st
+            .versions
+            .iter()
+            .filter(|(_, versions)| newest_in(versions, &a.live) != newest_in(versions, &b.live))
+            .map(|(&index, _)| index)
+            .collect();
+        changed.sort_unstable();
+        changed
+    }
+
+    /// Change records (page versions) committed after `time_us` that the current state holds:
+    /// what a backtrack to `time_us` would undo.
+    pub fn records_after(&self, time_us: i64) -> u64 {
+        let st = self.state.read().unwrap();
+        let from = st.timeline.lsn_at(time_us);
+        st.timeline
+            .commits
+            .iter()
+            .filter(|c| c.lsn > from && st.live.contains(c.lsn))
+            .map(|c| u64::from(c.pages))
+            .sum()
+    }
+
+    /// The node's clock, as the volume's history is dated.
+    pub fn now_us(&self) -> i64 {
+        self.clock.now_us()
     }
 
     /// The earliest instant an open view reads, which no fold may pass.

@@ -1,0 +1,398 @@
+//! The backtrack preview: what a backtrack to T would undo, from a view at T and a view of
+//! now, at a cost that follows the changes, not the database.
+//!
+//! The volume knows which pages changed between the two states (their newest versions
+//! differ). A row of a rowid table that differs lies on a table leaf page that changed, in
+//! one state or the other: a page that did not change holds the same rows in both. So the
+//! rows to compare are those on the changed leaf pages, found from the pages' bytes
+//! ([`crate::engine::btree`]): a changed leaf belongs to the table whose b-tree leads down to
+//! it. Those rowids are then read from both views by rowid and compared on the columns both
+//! states have. Tables created or dropped since are counted whole; WITHOUT ROWID tables are
+//! compared whole (their rows have no rowid to find them by).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rusqlite::Connection;
+
+use super::statement::{from_sql, sql_error};
+use super::{SqlVolume, View};
+use crate::api::{Preview, RowChange, TableChange, TableChangeKind, Value, PREVIEW_ROWS};
+use crate::engine::btree::{self, Kind};
+use crate::engine::log::PAGE_SIZE;
+use crate::engine::volume::{Snapshot, Volume, VolumeError};
+
+/// Rowids read in one query.
+const CHUNK: usize = 500;
+
+/// A table as sqlite_master has it in one state.
+#[derive(Debug, Clone)]
+struct TableDef {
+    sql: String,
+    root: u32,
+    rowid: bool,
+}
+
+impl SqlVolume {
+    /// What a backtrack to `to_us` would undo: per table, created, dropped, altered or modified,
+    /// with rows inserted, updated and deleted since (and, with `include_rows`, the first
+    /// [`PREVIEW_ROWS`] of them with their values before and after).
+    pub fn preview(&self, to_us: i64, include_rows: bool) -> Result<Preview, VolumeError> {
+        let then = self.view_at(to_us)?;
+        let now = self.view_at(self.volume.now_us())?;
+        let changed = self.volume.changed_pages(then.snapshot(), now.snapshot());
+        let before = tables(then.connection())?;
+        let after = tables(now.connection())?;
+        let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let mut rowids = Candidates::default();
+        for (view, defs) in [(&then, &before), (&now, &after)] {
+            rowids.collect(&self.volume, view.snapshot(), defs, &changed);
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let change = match (before.get(name), after.get(name)) {
+                (Some(_), None) => whole(
+                    name,
+                    TableChangeKind::Dropped,
+                    then.connection(),
+                    include_rows,
+                )?,
+                (None, Some(_)) => whole(
+                    name,
+                    TableChangeKind::Created,
+                    now.connection(),
+                    include_rows,
+                )?,
+                (Some(b), Some(a)) => {
+                    let kind = if b.sql == a.sql {
+                        TableChangeKind::Modified
+                    } else {
+                        TableChangeKind::Altered
+                    };
+                    let ids = if b.rowid && a.rowid {
+                        Some(rowids.of(name))
+                    } else {
+                        None
+                    };
+                    compare(name, kind, &then, &now, ids, include_rows)?
+                }
+                (None, None) => None,
+            };
+            out.extend(change);
+        }
+        Ok(Preview {
+            to_us: then.time_us(),
+            change_records: self.volume.records_after(then.time_us()),
+            tables: out,
+        })
+    }
+}
+
+/// The user tables of a state, by name.
+fn tables(conn: &Connection) -> Result<BTreeMap<String, TableDef>, VolumeError> {
+    let mut statement = conn
+        .prepare(
+            "SELECT name, sql, rootpage FROM sqlite_master \
+             WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map([], |row| {
+            let name: String = row.get(0)?;
+            let sql: String = row.get::<_, Option<String>>(1)?.unwrap_or_default();
+            let root: u32 = row.get(2)?;
+            Ok((name, sql, root))
+        })
+        .map_err(sql_error)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (name, sql, root) = row.map_err(sql_error)?;
+        let rowid = !sql.to_ascii_uppercase().contains("WITHOUT ROWID") && root > 0;
+        out.insert(name, TableDef { sql, root, rowid });
+    }
+    Ok(out)
+}
+
+/// The rowids on changed leaf pages, per table, in either state.
+#[derive(Default)]
+struct Candidates(HashMap<String, BTreeSet<i64>>);
+
+impl Candidates {
+    fn collect(
+        &mut self,
+        volume: &Volume,
+        snapshot: &Snapshot,
+        defs: &BTreeMap<String, TableDef>,
+        changed: &[u32],
+    ) {
+        let mut pages: HashMap<u32, Option<Vec<u8>>> = HashMap::new();
+        let mut read = |index: u32| -> Option<Vec<u8>> {
+            if index >= snapshot.db_pages {
+                return None;
+            }
+            pages
+                .entry(index)
+                .or_insert_with(|| {
+                    let mut page = vec![0u8; PAGE_SIZE];
+                    volume
+                        .read_page(snapshot, index, &mut page)
+                        .ok()
+                        .map(|()| page)
+                })
+                .clone()
+        };
+        for &index in changed {
+            let Some(page) = read(index) else { continue };
+            if btree::kind(index, &page) != Kind::TableLeaf {
+                continue;
+            }
+            let ids = btree::leaf_rowids(index, &page);
+            let Some(&first) = ids.first() else { continue };
+            let owner = defs.iter().find(|(_, def)| {
+                def.rowid && btree::leaf_for(def.root, first, &mut read) == Some(index)
+            });
+            if let Some((name, _)) = owner {
+                self.0.entry(name.clone()).or_default().extend(ids);
+            }
+        }
+    }
+
+    fn of(&self, name: &str) -> Vec<i64> {
+        self.0
+            .get(name)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+type Row = Vec<(String, Value)>;
+
+/// The rows of `table` with these rowids.
+fn rows(conn: &Connection, table: &str, rowids: &[i64]) -> Result<BTreeMap<i64, Row>, VolumeError> {
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let mut out = BTreeMap::new();
+    let mut read = |sql: &str| -> Result<(), VolumeError> {
+        let mut statement = conn.prepare(sql).map_err(sql_error)?;
+        let names: Vec<String> = statement
+            .column_names()
+            .iter()
+            .skip(1)
+            .map(|c| c.to_string())
+            .collect();
+        let mut result = statement.query([]).map_err(sql_error)?;
+        while let Some(row) = result.next().map_err(sql_error)? {
+            let rowid: i64 = row.get(0).map_err(sql_error)?;
+            let values = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Ok((name.clone(), from_sql(row.get_ref(i + 1)?))))
+                .collect::<rusqlite::Result<Row>>()
+                .map_err(sql_error)?;
+            out.insert(rowid, values);
+        }
+        Ok(())
+    };
+    for chunk in rowids.chunks(CHUNK) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        read(&format!(
+            "SELECT rowid, * FROM {quoted} WHERE rowid IN ({})",
+            list.join(",")
+        ))?;
+    }
+    Ok(out)
+}
+
+/// A table that exists in one state only: every row inserted (created) or deleted (dropped).
+fn whole(
+    name: &str,
+    change: TableChangeKind,
+    conn: &Connection,
+    include_rows: bool,
+) -> Result<Option<TableChange>, VolumeError> {
+    let count: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    let shown = if include_rows {
+        let all = rows_limited(conn, name)?;
+        Some(
+            all.into_iter()
+                .map(|(rowid, row)| match change {
+                    TableChangeKind::Dropped => RowChange {
+                        rowid,
+                        before: Some(row),
+                        after: None,
+                    },
+                    _ => RowChange {
+                        rowid,
+                        before: None,
+                        after: Some(row),
+                    },
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    let count = count as u64;
+    let (inserted, deleted) = match change {
+        TableChangeKind::Dropped => (0, count),
+        _ => (count, 0),
+    };
+    Ok(Some(TableChange {
+        name: name.to_string(),
+        change,
+        rows_inserted: inserted,
+        rows_updated: 0,
+        rows_deleted: deleted,
+        rows: shown,
+    }))
+}
+
+/// The first [`PREVIEW_ROWS`] rows of a table (rowid tables; others by their order).
+fn rows_limited(conn: &Connection, name: &str) -> Result<Vec<(i64, Row)>, VolumeError> {
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let sql = format!("SELECT rowid, * FROM {quoted} ORDER BY rowid LIMIT {PREVIEW_ROWS}");
+    let sql = match conn.prepare(&sql) {
+        Ok(_) => sql,
+        // WITHOUT ROWID: no rowid to show; rows are numbered in their order.
+        Err(_) => format!("SELECT row_number() OVER (), * FROM {quoted} LIMIT {PREVIEW_ROWS}"),
+    };
+    let mut statement = conn.prepare(&sql).map_err(sql_error)?;
+    let names: Vec<String> = statement
+        .column_names()
+        .iter()
+        .skip(1)
+        .map(|c| c.to_string())
+        .collect();
+    let mut out = Vec::new();
+    let mut result = statement.query([]).map_err(sql_error)?;
+    while let Some(row) = result.next().map_err(sql_error)? {
+        let rowid: i64 = row.get(0).map_err(sql_error)?;
+        let values = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Ok((name.clone(), from_sql(row.get_ref(i + 1)?))))
+            .collect::<rusqlite::Result<Row>>()
+            .map_err(sql_error)?;
+        out.push((rowid, values));
+    }
+    Ok(out)
+}
+
+/// A table in both states: its rows compared (those given, or all of them).
+fn compare(
+    name: &str,
+    kind: TableChangeKind,
+    then: &View,
+    now: &View,
+    rowids: Option<Vec<i64>>,
+    include_rows: bool,
+) -> Result<Option<TableChange>, VolumeError> {
+    let Some(ids) = rowids else {
+        return compare_whole(name, kind, then, now);
+    };
+    let before = rows(then.connection(), name, &ids)?;
+    let after = rows(now.connection(), name, &ids)?;
+    let mut change = TableChange {
+        name: name.to_string(),
+        change: kind,
+        rows_inserted: 0,
+        rows_updated: 0,
+        rows_deleted: 0,
+        rows: include_rows.then(Vec::new),
+    };
+    let ids: BTreeSet<i64> = before.keys().chain(after.keys()).copied().collect();
+    for rowid in ids {
+        let (b, a) = (before.get(&rowid), after.get(&rowid));
+        let differs = match (b, a) {
+            (Some(_), None) => {
+                change.rows_deleted += 1;
+                true
+            }
+            (None, Some(_)) => {
+                change.rows_inserted += 1;
+                true
+            }
+            (Some(b), Some(a)) if !same_on_common_columns(b, a) => {
+                change.rows_updated += 1;
+                true
+            }
+            _ => false,
+        };
+        if let Some(shown) = change
+            .rows
+            .as_mut()
+            .filter(|s| differs && s.len() < PREVIEW_ROWS)
+        {
+            shown.push(RowChange {
+                rowid,
+                before: b.cloned(),
+                after: a.cloned(),
+            });
+        }
+    }
+    let untouched = change.rows_inserted + change.rows_updated + change.rows_deleted == 0;
+    if untouched && kind == TableChangeKind::Modified {
+        return Ok(None);
+    }
+    Ok(Some(change))
+}
+
+/// A WITHOUT ROWID table (in either state), compared whole as multisets of rows: a row not
+/// in the other state counts as inserted or deleted (such a table has no rowid to tell an
+/// update from a delete and an insert).
+fn compare_whole(
+    name: &str,
+    kind: TableChangeKind,
+    then: &View,
+    now: &View,
+) -> Result<Option<TableChange>, VolumeError> {
+    let count = |conn: &Connection| -> Result<HashMap<String, i64>, VolumeError> {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM {quoted}"))
+            .map_err(sql_error)?;
+        let columns = statement.column_count();
+        let mut counts = HashMap::new();
+        let mut result = statement.query([]).map_err(sql_error)?;
+        while let Some(row) = result.next().map_err(sql_error)? {
+            let values: Vec<Value> = (0..columns)
+                .map(|i| row.get_ref(i).map(from_sql))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(sql_error)?;
+            *counts.entry(format!("{values:?}")).or_default() += 1;
+        }
+        Ok(counts)
+    };
+    let (before, after) = (count(then.connection())?, count(now.connection())?);
+    let surplus = |a: &HashMap<String, i64>, b: &HashMap<String, i64>| -> u64 {
+        a.iter()
+            .map(|(row, n)| (n - b.get(row).copied().unwrap_or(0)).max(0) as u64)
+            .sum()
+    };
+    let (inserted, deleted) = (surplus(&after, &before), surplus(&before, &after));
+    if inserted + deleted == 0 && kind == TableChangeKind::Modified {
+        return Ok(None);
+    }
+    Ok(Some(TableChange {
+        name: name.to_string(),
+        change: kind,
+        rows_inserted: inserted,
+        rows_updated: 0,
+        rows_deleted: deleted,
+        rows: None,
+    }))
+}
+
+/// Rows compared on the columns both states have (ALTER TABLE ADD COLUMN rewrites no row).
+fn same_on_common_columns(before: &Row, after: &Row) -> bool {
+    before.iter().all(|(column, value)| {
+        after
+            .iter()
+            .find(|(c, _)| c == column)
+            .is_none_or(|(_, v)| v == value)
+    })
+}
