@@ -28,6 +28,7 @@ use crate::http::{backtracks, billing, clusters, data_api, events, health, metri
         backtracks::create,
         backtracks::describe,
         backtracks::describe_one,
+        backtracks::preview,
         events::describe,
         billing::all,
         billing::cluster,
@@ -45,7 +46,7 @@ use crate::http::{backtracks, billing, clusters, data_api, events, health, metri
     ),
     tags(
         (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster"),
-        (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks"),
+        (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks, and the preview of what a backtrack would undo"),
         (name = "data-api", description = "The RDS Data API: SQL on a cluster, routed by resourceArn. The dialect is SQLite's. Errors name themselves in x-amzn-ErrorType with a body {\"message\": ...}."),
         (name = "events", description = "DescribeEvents: cluster and backtrack events, and the backtrack window alerts RDS-EVENT-0131 and RDS-EVENT-0132"),
         (name = "billing", description = "Usage and cost of backtrack change records, per million change-record-hours"),

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::api::{
     BacktrackList, BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest,
-    ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, TransactionStarted,
-    VolumeFigures, VolumeList,
+    ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, Preview, PreviewRequest,
+    TransactionStarted, VolumeFigures, VolumeList,
 };
 
 /// Why a call to a node failed.
@@ -178,6 +178,17 @@ impl NodeClient {
         request: &ExecuteRequest,
     ) -> Result<ExecuteResult, CallError> {
         let path = volume_path(volume, "/execute");
+        self.send(Method::POST, &path, Some(request), self.sql_timeout)
+            .await
+    }
+
+    /// What a backtrack to `request.to_us` would undo (SQL work: the SQL call's timeout).
+    pub async fn preview(
+        &self,
+        volume: &str,
+        request: &PreviewRequest,
+    ) -> Result<Preview, CallError> {
+        let path = volume_path(volume, "/preview");
         self.send(Method::POST, &path, Some(request), self.sql_timeout)
             .await
     }

@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{
     BacktrackList, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume,
-    NodeErrorBody, NodeSettings, TransactionStarted, VolumeList,
+    NodeErrorBody, NodeSettings, PreviewRequest, TransactionStarted, VolumeList,
 };
 use crate::engine::log::LogError;
 use crate::engine::volume::VolumeError;
@@ -54,6 +54,7 @@ pub fn router(engine: Arc<Engine>, token: &str) -> Router {
             get(list_backtracks).post(backtrack),
         )
         .route("/v1/volumes/{id}/execute", post(execute))
+        .route("/v1/volumes/{id}/preview", post(preview))
         .route("/v1/volumes/{id}/transactions", post(begin))
         .route("/v1/volumes/{id}/transactions/{tx}/commit", post(commit))
         .route(
@@ -247,6 +248,17 @@ async fn execute(
     let Json(body) = body?;
     let engine = node.engine.clone();
     Ok(Json(blocking(move || engine.execute(&id, &body)).await?).into_response())
+}
+
+async fn preview(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<PreviewRequest>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    let preview = blocking(move || engine.preview(&id, body.to_us, body.include_rows)).await?;
+    Ok(Json(preview).into_response())
 }
 
 async fn begin(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {

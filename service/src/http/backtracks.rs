@@ -12,6 +12,7 @@ use crate::ops::backtracks::{
     BacktrackDbClusterRequest, DbClusterBacktrack, DbClusterBacktrackMessage,
     DescribeBacktracksParams,
 };
+use crate::ops::preview::{BacktrackPreview, PreviewParams};
 use crate::ops::Ops;
 
 /// Rewinds a cluster in place to `BacktrackTo` (BacktrackDBCluster).
@@ -73,4 +74,27 @@ pub async fn describe_one(
 ) -> Result<Response, ApiError> {
     let backtrack = ops.describe_backtrack(&id, &backtrack_id).await?;
     Ok(json(StatusCode::OK, &backtrack))
+}
+
+/// What a backtrack to `BacktrackTo` would undo, without changing anything: per table,
+/// created, dropped, altered or modified since, with rows inserted, updated and deleted (and,
+/// with `IncludeRows=true`, up to 100 changed rows each with their values before and after).
+/// Its cost follows the changes since `BacktrackTo`, not the size of the database.
+#[utoipa::path(
+    get, path = "/v1/clusters/{DBClusterIdentifier}/backtracks/preview", tag = "backtracks", operation_id = "PreviewDBClusterBacktrack",
+    params(("DBClusterIdentifier" = inline(ClusterRef), Path, description = "Cluster identifier or ARN"), PreviewParams),
+    responses(
+        (status = 200, description = "What the backtrack would undo", body = BacktrackPreview),
+        (status = 400, description = "MissingParameter, InvalidParameterValue (time in the future or before EarliestBacktrackTime), InvalidDBClusterStateFault (backtrack disabled, being backtracked)", body = ErrorResponse),
+        (status = 404, description = "DBClusterNotFoundFault", body = ErrorResponse),
+        (status = 503, description = "ServiceUnavailable: the cluster's storage node does not answer", body = ErrorResponse),
+    )
+)]
+pub async fn preview(
+    State(ops): State<Ops>,
+    Path(id): Path<String>,
+    Params(params): Params<PreviewParams>,
+) -> Result<Response, ApiError> {
+    let body = ops.preview_backtrack(&id, params).await?;
+    Ok(json(StatusCode::OK, &body))
 }

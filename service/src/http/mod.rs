@@ -80,6 +80,10 @@ pub fn router(
             post(backtracks::create).get(backtracks::describe),
         )
         .route(
+            "/v1/clusters/{id}/backtracks/preview",
+            get(backtracks::preview),
+        )
+        .route(
             "/v1/clusters/{id}/backtracks/{backtrack_id}",
             get(backtracks::describe_one),
         )

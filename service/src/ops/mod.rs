@@ -13,6 +13,7 @@ pub mod billing;
 pub mod clusters;
 pub mod events;
 pub mod metrics;
+pub mod preview;
 pub mod sql;
 pub mod tags;
 

@@ -581,3 +581,107 @@ async fn data_api_errors_have_the_rds_data_names_and_statuses() {
         "HttpEndpointNotEnabledException"
     );
 }
+
+#[tokio::test]
+async fn a_preview_says_what_a_backtrack_would_undo_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let service = start_service(&db, &[]);
+    service.create_cluster("shop").await;
+    write_orders(&service, "shop", 2000).await;
+    service.sql("shop", "CREATE TABLE audit (what TEXT)").await;
+    service
+        .sql("shop", "INSERT INTO audit VALUES ('a'), ('b')")
+        .await;
+    let before = instant().await;
+    service
+        .sql("shop", "DELETE FROM orders WHERE id > 1980")
+        .await;
+    service
+        .sql("shop", "UPDATE orders SET item = 'changed' WHERE id = 3")
+        .await;
+    service.sql("shop", "DROP TABLE audit").await;
+    service.sql("shop", "CREATE TABLE later (x)").await;
+    let checksum = service.sql("shop", CHECKSUM).await["records"].clone();
+
+    let path =
+        format!("/v1/clusters/shop/backtracks/preview?BacktrackTo={before}&IncludeRows=true");
+    let (status, preview) = service.call("GET", &path, None).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["BacktrackTo"], before.as_str());
+    assert!(preview["ChangeRecords"].as_u64().unwrap() > 0);
+    let table = |name: &str| {
+        preview["Tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["Name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {preview}"))
+    };
+    let orders = table("orders");
+    assert_eq!(orders["Change"], "modified");
+    assert_eq!(
+        (
+            orders["RowsInserted"].as_u64(),
+            orders["RowsUpdated"].as_u64(),
+            orders["RowsDeleted"].as_u64()
+        ),
+        (Some(0), Some(1), Some(20))
+    );
+    let three = orders["Rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["RowId"] == 3)
+        .unwrap()
+        .clone();
+    assert_eq!(three["After"]["item"], "changed");
+    assert_ne!(three["Before"]["item"], "changed");
+    assert_eq!(table("audit")["Change"], "dropped");
+    assert_eq!(table("audit")["RowsDeleted"], 2);
+    assert_eq!(table("audit")["RowsDeleted"], 2);
+    assert_eq!(table("later")["Change"], "created");
+    // Nothing changed.
+    assert_eq!(service.sql("shop", CHECKSUM).await["records"], checksum);
+    let (_, list) = service
+        .call("GET", "/v1/clusters/shop/backtracks", None)
+        .await;
+    assert_eq!(list["DBClusterBacktracks"].as_array().unwrap().len(), 0);
+
+    // Refused as a backtrack would be.
+    for (query, status, code) in [
+        (String::new(), 400, "MissingParameter"),
+        (
+            "?BacktrackTo=2999-01-01T00:00:00Z".to_string(),
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            "?BacktrackTo=2000-01-01T00:00:00Z".to_string(),
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            format!("?BacktrackTo={before}&IncludeRows=maybe"),
+            400,
+            "InvalidParameterValue",
+        ),
+    ] {
+        let (got, body) = service
+            .call(
+                "GET",
+                &format!("/v1/clusters/shop/backtracks/preview{query}"),
+                None,
+            )
+            .await;
+        assert_error(got, &body, status, code);
+    }
+    let (got, body) = service
+        .call(
+            "GET",
+            &format!("/v1/clusters/nosuch/backtracks/preview?BacktrackTo={before}"),
+            None,
+        )
+        .await;
+    assert_error(got, &body, 404, "DBClusterNotFoundFault");
+}

@@ -14,9 +14,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::Connection;
 
+use super::limits::describe_duration;
 use super::statement::{from_sql, sql_error};
 use super::{SqlVolume, View};
-use crate::api::{Preview, RowChange, TableChange, TableChangeKind, Value, PREVIEW_ROWS};
+use crate::api::{
+    ErrorCode, Preview, RowChange, TableChange, TableChangeKind, Value, PREVIEW_ROWS,
+};
 use crate::engine::btree::{self, Kind};
 use crate::engine::log::PAGE_SIZE;
 use crate::engine::volume::{Snapshot, Volume, VolumeError};
@@ -36,15 +39,36 @@ impl SqlVolume {
     /// What a backtrack to `to_us` would undo: per table, created, dropped, altered or modified,
     /// with rows inserted, updated and deleted since (and, with `include_rows`, the first
     /// [`PREVIEW_ROWS`] of them with their values before and after).
+    /// It runs under the statement time limit, like a SQL call.
     pub fn preview(&self, to_us: i64, include_rows: bool) -> Result<Preview, VolumeError> {
         let then = self.view_at(to_us)?;
         let now = self.view_at(self.volume.now_us())?;
+        for view in [&then, &now] {
+            view.conn().deadline.start(self.limits.statement_timeout);
+        }
+        self.diff(&then, &now, include_rows).map_err(|e| {
+            if then.conn().deadline.fired() || now.conn().deadline.fired() {
+                VolumeError::new(
+                    ErrorCode::StatementTimeout,
+                    format!(
+                        "the preview ran longer than the statement time limit of {}; try a \
+                         later BacktrackTo (fewer changes to compare)",
+                        describe_duration(self.limits.statement_timeout)
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    fn diff(&self, then: &View, now: &View, include_rows: bool) -> Result<Preview, VolumeError> {
         let changed = self.volume.changed_pages(then.snapshot(), now.snapshot());
         let before = tables(then.connection())?;
         let after = tables(now.connection())?;
         let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
         let mut rowids = Candidates::default();
-        for (view, defs) in [(&then, &before), (&now, &after)] {
+        for (view, defs) in [(then, &before), (now, &after)] {
             rowids.collect(&self.volume, view.snapshot(), defs, &changed);
         }
         let mut out = Vec::new();
@@ -73,7 +97,7 @@ impl SqlVolume {
                     } else {
                         None
                     };
-                    compare(name, kind, &then, &now, ids, include_rows)?
+                    compare(name, kind, then, now, ids, include_rows)?
                 }
                 (None, None) => None,
             };

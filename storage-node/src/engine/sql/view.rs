@@ -35,6 +35,10 @@ impl View {
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
     }
+
+    pub(super) fn conn(&self) -> &Conn {
+        &self.conn
+    }
 }
 
 impl SqlVolume {
