@@ -105,6 +105,23 @@ impl LiveSet {
             .map(|&(_, b)| b.min(limit))
     }
 
+    /// The smallest LSN in exactly one of the two sets. Membership changes only at a range's
+    /// start or just after its end, so the answer is one of those points.
+    pub fn first_difference(&self, other: &LiveSet) -> Option<Lsn> {
+        let mut points: Vec<Lsn> = self
+            .0
+            .iter()
+            .chain(&other.0)
+            .flat_map(|&(a, b)| [a, Lsn(b.0.saturating_add(1))])
+            .chain([Lsn::ZERO])
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        points
+            .into_iter()
+            .find(|&p| self.contains(p) != other.contains(p))
+    }
+
     /// Ranges from the highest down, for searching a page's versions newest first.
     pub fn ranges_descending(&self) -> impl Iterator<Item = (Lsn, Lsn)> + '_ {
         self.0.iter().rev().copied()
@@ -258,6 +275,30 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_difference_of_two_live_sets_is_where_membership_first_differs() {
+        let set = |r: &[(u64, u64)]| {
+            LiveSet::from_ranges(r.iter().map(|&(a, b)| (Lsn(a), Lsn(b))).collect())
+        };
+        assert_eq!(
+            set(&[(0, 50)]).first_difference(&set(&[(0, 80)])),
+            Some(Lsn(51))
+        );
+        assert_eq!(
+            set(&[(0, 50)]).first_difference(&set(&[(0, 30), (101, 110)])),
+            Some(Lsn(31))
+        );
+        assert_eq!(set(&[(0, 9)]).first_difference(&set(&[(0, 9)])), None);
+        assert_eq!(
+            set(&[(5, 9)]).first_difference(&set(&[(0, 9)])),
+            Some(Lsn(0))
+        );
+        assert_eq!(
+            LiveSet::all().first_difference(&set(&[(0, 7)])),
+            Some(Lsn(8))
+        );
+    }
 
     fn set(ranges: &[(Lsn, Lsn)]) -> LiveSet {
         LiveSet::from_ranges(ranges.to_vec())

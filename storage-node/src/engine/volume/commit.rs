@@ -147,6 +147,8 @@ pub(super) fn publish_commit(
             offset,
         });
     }
+    st.commit_pages
+        .insert(lsn, pages.iter().map(|&(index, _)| index).collect());
     st.timeline.commits.push(CommitInfo {
         lsn,
         time_us,

@@ -171,5 +171,6 @@ fn apply_fold(st: &mut VolumeState, plan: &FoldPlan) {
         !versions.is_empty()
     });
     st.records_stored = stored;
+    st.commit_pages = st.commit_pages.split_off(&h.next());
     st.pending_fold = None;
 }

@@ -179,6 +179,9 @@ struct VolumeState {
     timeline: Timeline,
     /// Every page version in the log still needed, by page index, oldest first.
     versions: HashMap<u32, Vec<Version>>,
+    /// The pages each commit still in the log wrote, by LSN: which pages changed after an
+    /// instant, at a cost that follows the changes since then.
+    commit_pages: BTreeMap<Lsn, Vec<u32>>,
     /// The LSNs whose versions the current state reads.
     live: LiveSet,
     /// The newest LSN of the volume (a commit or a backtrack).

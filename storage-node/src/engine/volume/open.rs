@@ -158,6 +158,7 @@ impl Volume {
             enabled_since_us: meta.enabled_since_us,
             timeline,
             versions: HashMap::new(),
+            commit_pages: BTreeMap::new(),
             live,
             head_lsn,
             head_db_pages,

@@ -82,19 +82,29 @@ impl Volume {
         Ok((snapshot, pin))
     }
 
-    /// The pages whose bytes may differ between two snapshots: those whose newest version
-    /// differs. Only pages with versions in the log are looked at, so the cost follows the
-    /// changes kept for the window, not the size of the database.
+    /// The pages whose bytes may differ between two snapshots: those written by a commit that
+    /// one holds and the other does not, and whose newest version differs. Only the commits
+    /// after the first LSN where the two differ are looked at, so the cost follows the changes
+    /// since then, not the size of the database.
     pub fn changed_pages(&self, a: &Snapshot, b: &Snapshot) -> Vec<u32> {
+        let Some(start) = a.live.first_difference(&b.live) else {
+            return Vec::new();
+        };
         let st = self.state.read().unwrap();
-        let mut changed: Vec<u32> = st
-            .versions
-            .iter()
-            .filter(|(_, versions)| newest_in(versions, &a.live) != newest_in(versions, &b.live))
-            .map(|(&index, _)| index)
+        let mut touched: Vec<u32> = st
+            .commit_pages
+            .range(start..)
+            .filter(|(lsn, _)| a.live.contains(**lsn) != b.live.contains(**lsn))
+            .flat_map(|(_, pages)| pages.iter().copied())
             .collect();
-        changed.sort_unstable();
-        changed
+        touched.sort_unstable();
+        touched.dedup();
+        touched.retain(|index| {
+            st.versions.get(index).is_some_and(|versions| {
+                newest_in(versions, &a.live) != newest_in(versions, &b.live)
+            })
+        });
+        touched
     }
 
     /// Change records (page versions) committed after `time_us` that the current state holds:
