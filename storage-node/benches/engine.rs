@@ -15,6 +15,11 @@
 //! 4. node restart time with 1M change records in the log, vs reading the log once (what a
 //!    recovery that scans the whole log would at least cost).
 //!
+//! 5. the backtrack preview with 100 changed rows on databases of 10 MB, 100 MB and 1 GB, all
+//!    written inside the window (the worst case: every page has versions in the log), vs
+//!    reading both states whole (what a preview that diffed the tables would cost). Goal: the
+//!    1 GB figure within 2x of the 10 MB one.
+//!
 //! `quick` shrinks every size tenfold, for a smoke run; naming parts (`commits`, or just `one`
 //! or `many` of them; `backtracks`; `restart`) runs only those.
 
@@ -60,6 +65,15 @@ fn main() {
     }
     if part("restart") {
         restart(&root, 1_000_000 / scale);
+    }
+    if part("preview") {
+        println!("\n5. backtrack preview with 100 changed rows, the whole database written inside the window:");
+        let small = preview_time(&root, 10 / scale.min(10));
+        let mut last = small;
+        for mb in [100u64, 1000] {
+            last = preview_time(&root, mb / scale);
+        }
+        println!("   largest / 10 MB = {:.2} (goal: within 2x)", last / small);
     }
     let _ = std::fs::remove_dir_all(&root);
 }
@@ -358,6 +372,93 @@ fn disk(root: &Path, run: Duration) {
 
 /// One row per page: 3,500-byte rows.
 const ROW: usize = 3500;
+
+/// Milliseconds of a preview (median of 5) on a database of `megabytes`, printed beside a
+/// whole-table diff of the same two states.
+fn preview_time(root: &Path, megabytes: u64) -> f64 {
+    let dir = root.join(format!("preview-{megabytes}mb"));
+    let mut config = EngineConfig::new(&dir);
+    config.maintenance_interval = Duration::from_secs(3600);
+    config.log_budget_bytes = 64 << 30;
+    let engine = Engine::open(config).unwrap();
+    engine.create_volume("v0", 3600).unwrap();
+    let rows = megabytes * 1_000_000 / ROW as u64;
+    engine
+        .execute(
+            "v0",
+            &sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)", vec![]),
+        )
+        .unwrap();
+    let mut loaded = 0;
+    while loaded < rows {
+        let n = 10_000.min(rows - loaded);
+        let load = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO t (v) SELECT randomblob({ROW}) FROM n"
+        );
+        engine.execute("v0", &sql(&load, vec![])).unwrap();
+        loaded += n;
+    }
+    let to_us = engine.now_us();
+    // 100 changed rows: 50 updated, 25 deleted, 25 inserted, spread over the table.
+    for i in 0..50 {
+        let id = i * rows / 50 + 1;
+        let update = format!("UPDATE t SET v = randomblob(100) WHERE id = {id}");
+        engine.execute("v0", &sql(&update, vec![])).unwrap();
+    }
+    for i in 0..25 {
+        let id = i * rows / 25 + 2;
+        engine
+            .execute(
+                "v0",
+                &sql(&format!("DELETE FROM t WHERE id = {id}"), vec![]),
+            )
+            .unwrap();
+        engine
+            .execute("v0", &sql("INSERT INTO t (v) VALUES (x'01')", vec![]))
+            .unwrap();
+    }
+    let mut previews = Vec::new();
+    let mut full = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let preview = engine.preview("v0", to_us, false).unwrap();
+        previews.push(started.elapsed().as_secs_f64() * 1000.0);
+        let t = &preview.tables[0];
+        assert_eq!(
+            (t.rows_inserted, t.rows_updated, t.rows_deleted),
+            (25, 50, 25)
+        );
+        let started = Instant::now();
+        let then = engine.view_at("v0", to_us).unwrap();
+        let now = engine.view_at("v0", engine.now_us()).unwrap();
+        let read = |conn: &Connection| -> u64 {
+            let mut statement = conn.prepare("SELECT id, v FROM t").unwrap();
+            let mut rows = statement.query([]).unwrap();
+            let mut sum = 0u64;
+            while let Some(row) = rows.next().unwrap() {
+                sum += row
+                    .get_ref(1)
+                    .unwrap()
+                    .as_blob()
+                    .map_or(0, |b| b.len() as u64);
+            }
+            sum
+        };
+        assert_ne!(read(then.connection()), read(now.connection()));
+        full.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    previews.sort_by(f64::total_cmp);
+    full.sort_by(f64::total_cmp);
+    let (preview, whole) = (previews[2], full[2]);
+    println!(
+        "   {megabytes:>5} MB: preview {preview:8.2} ms; reading both states whole {whole:9.1} ms ({:.0}x the preview)",
+        whole / preview
+    );
+    engine.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    preview
+}
 
 fn backtrack_latency(root: &Path, megabytes: u64, records: u64) {
     let dir = root.join(format!("backtrack-{megabytes}mb"));

@@ -99,6 +99,82 @@ fn child_toward(index: u32, page: &[u8], rowid: i64) -> Option<u32> {
     u32_at(page, header_at(index) + 8)
 }
 
+/// The children of a table interior page, as 0-based page indexes: each cell's left child,
+/// then the right-most pointer.
+pub fn children(index: u32, page: &[u8]) -> Vec<u32> {
+    if kind(index, page) != Kind::TableInterior {
+        return Vec::new();
+    }
+    let mut out: Vec<u32> = cells(index, page)
+        .into_iter()
+        .filter_map(|at| u32_at(page, at))
+        .collect();
+    out.extend(u32_at(page, header_at(index) + 8));
+    out.into_iter().filter_map(|n| n.checked_sub(1)).collect()
+}
+
+/// The first key of a table interior page.
+pub fn first_key(index: u32, page: &[u8]) -> Option<i64> {
+    if kind(index, page) != Kind::TableInterior {
+        return None;
+    }
+    let at = *cells(index, page).first()?;
+    varint(page.get(at + 4..)?).map(|(key, _)| key)
+}
+
+/// Whether the way down from `root` toward `rowid` passes through page `target` (0-based):
+/// whether `target` is in that table's tree, for a key it covers.
+pub fn passes_through(
+    root: u32,
+    rowid: i64,
+    target: u32,
+    read: &mut dyn FnMut(u32) -> Option<Vec<u8>>,
+) -> bool {
+    let Some(mut index) = root.checked_sub(1) else {
+        return false;
+    };
+    for _ in 0..32 {
+        if index == target {
+            return true;
+        }
+        let Some(page) = read(index) else {
+            return false;
+        };
+        match kind(index, &page) {
+            Kind::TableInterior => {
+                match child_toward(index, &page, rowid).and_then(|c| c.checked_sub(1)) {
+                    Some(child) => index = child,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The table leaves under `start` (itself, if it is one), at most 32 levels down, each page
+/// visited once.
+pub fn leaves_under(start: u32, read: &mut dyn FnMut(u32) -> Option<Vec<u8>>) -> Vec<u32> {
+    let mut leaves = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(start, 0)];
+    while let Some((index, depth)) = stack.pop() {
+        if depth > 32 || !seen.insert(index) {
+            continue;
+        }
+        let Some(page) = read(index) else { continue };
+        match kind(index, &page) {
+            Kind::TableLeaf => leaves.push(index),
+            Kind::TableInterior => {
+                stack.extend(children(index, &page).into_iter().map(|c| (c, depth + 1)))
+            }
+            _ => {}
+        }
+    }
+    leaves
+}
+
 /// The leaf of the table whose b-tree starts at `root` (1-based, as sqlite_master has it)
 /// that holds `rowid`, as a 0-based page index; `read` gives a page's bytes. At most 32 levels
 /// are followed (SQLite's trees are far shallower), so a malformed page cannot loop.

@@ -2,11 +2,12 @@
 //! now, at a cost that follows the changes, not the database.
 //!
 //! The volume knows which pages changed between the two states (their newest versions
-//! differ). A row of a rowid table that differs lies on a table leaf page that changed, in
-//! one state or the other: a page that did not change holds the same rows in both. So the
-//! rows to compare are those on the changed leaf pages, found from the pages' bytes
-//! ([`crate::engine::btree`]): a changed leaf belongs to the table whose b-tree leads down to
-//! it. Those rowids are then read from both views by rowid and compared on the columns both
+//! differ). A row of a rowid table that differs lies, in one state or the other, on a table
+//! leaf that changed, or under a subtree that a changed interior page held in one state and
+//! not in the other (SQLite frees an emptied leaf without rewriting it: only its parent
+//! changes). A page that did not change and stayed in its tree holds the same rows in both.
+//! So the rows to compare are found from the pages' bytes ([`crate::engine::btree`]): a leaf
+//! belongs to the table whose b-tree leads down to it. Those rowids are then read from both views by rowid and compared on the columns both
 //! states have. Tables created or dropped since are counted whole; WITHOUT ROWID tables are
 //! compared whole (their rows have no rowid to find them by).
 
@@ -67,10 +68,12 @@ impl SqlVolume {
         let before = tables(then.connection())?;
         let after = tables(now.connection())?;
         let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-        let mut rowids = Candidates::default();
-        for (view, defs) in [(then, &before), (now, &after)] {
-            rowids.collect(&self.volume, view.snapshot(), defs, &changed);
-        }
+        let rowids = Candidates::collect(
+            &self.volume,
+            (then.snapshot(), &before),
+            (now.snapshot(), &after),
+            &changed,
+        );
         let mut out = Vec::new();
         for name in names {
             let change = match (before.get(name), after.get(name)) {
@@ -136,47 +139,110 @@ fn tables(conn: &Connection) -> Result<BTreeMap<String, TableDef>, VolumeError> 
     Ok(out)
 }
 
-/// The rowids on changed leaf pages, per table, in either state.
+/// The rowids that may differ, per table: those on the leaves that changed, in either
+/// state, and those under subtrees that a changed interior page let go of (a deleted row's
+/// leaf is freed without being rewritten: only its parent changes) or took in.
 #[derive(Default)]
 struct Candidates(HashMap<String, BTreeSet<i64>>);
 
+/// One state's pages, read once each.
+struct Pages<'a> {
+    volume: &'a Volume,
+    snapshot: &'a Snapshot,
+    cache: HashMap<u32, Option<Vec<u8>>>,
+}
+
+impl Pages<'_> {
+    fn read(&mut self, index: u32) -> Option<Vec<u8>> {
+        if index >= self.snapshot.db_pages {
+            return None;
+        }
+        let (volume, snapshot) = (self.volume, self.snapshot);
+        self.cache
+            .entry(index)
+            .or_insert_with(|| {
+                let mut page = vec![0u8; PAGE_SIZE];
+                volume
+                    .read_page(snapshot, index, &mut page)
+                    .ok()
+                    .map(|()| page)
+            })
+            .clone()
+    }
+
+    /// The children of the changed table interior pages that are in a table's tree in this
+    /// state (a page SQLite wrote and then freed in one transaction still looks like one).
+    fn children_of(&mut self, changed: &[u32], defs: &BTreeMap<String, TableDef>) -> BTreeSet<u32> {
+        let mut out = BTreeSet::new();
+        for &index in changed {
+            let Some(page) = self.read(index) else {
+                continue;
+            };
+            let Some(key) = btree::first_key(index, &page) else {
+                continue;
+            };
+            let in_tree = defs.values().any(|def| {
+                def.rowid && btree::passes_through(def.root, key, index, &mut |i| self.read(i))
+            });
+            if in_tree {
+                out.extend(btree::children(index, &page));
+            }
+        }
+        out
+    }
+}
+
 impl Candidates {
     fn collect(
-        &mut self,
         volume: &Volume,
-        snapshot: &Snapshot,
-        defs: &BTreeMap<String, TableDef>,
+        then: (&Snapshot, &BTreeMap<String, TableDef>),
+        now: (&Snapshot, &BTreeMap<String, TableDef>),
         changed: &[u32],
-    ) {
-        let mut pages: HashMap<u32, Option<Vec<u8>>> = HashMap::new();
-        let mut read = |index: u32| -> Option<Vec<u8>> {
-            if index >= snapshot.db_pages {
-                return None;
-            }
-            pages
-                .entry(index)
-                .or_insert_with(|| {
-                    let mut page = vec![0u8; PAGE_SIZE];
-                    volume
-                        .read_page(snapshot, index, &mut page)
-                        .ok()
-                        .map(|()| page)
-                })
-                .clone()
+    ) -> Candidates {
+        let mut candidates = Candidates::default();
+        let mut pages_then = Pages {
+            volume,
+            snapshot: then.0,
+            cache: HashMap::new(),
         };
-        for &index in changed {
-            let Some(page) = read(index) else { continue };
-            if btree::kind(index, &page) != Kind::TableLeaf {
-                continue;
+        let mut pages_now = Pages {
+            volume,
+            snapshot: now.0,
+            cache: HashMap::new(),
+        };
+        let held_then = pages_then.children_of(changed, then.1);
+        let held_now = pages_now.children_of(changed, now.1);
+        let changed_set: BTreeSet<u32> = changed.iter().copied().collect();
+        for (pages, defs, held, other) in [
+            (&mut pages_then, then.1, &held_then, &held_now),
+            (&mut pages_now, now.1, &held_now, &held_then),
+        ] {
+            let mut leaves: Vec<u32> = changed.to_vec();
+            for &subtree in held.difference(other).filter(|p| !changed_set.contains(p)) {
+                leaves.extend(btree::leaves_under(subtree, &mut |i| pages.read(i)));
             }
-            let ids = btree::leaf_rowids(index, &page);
-            let Some(&first) = ids.first() else { continue };
-            let owner = defs.iter().find(|(_, def)| {
-                def.rowid && btree::leaf_for(def.root, first, &mut read) == Some(index)
-            });
-            if let Some((name, _)) = owner {
-                self.0.entry(name.clone()).or_default().extend(ids);
+            for index in leaves {
+                candidates.add_leaf(pages, defs, index);
             }
+        }
+        candidates
+    }
+
+    /// The rowids of `index`, if it is a leaf of one of the tables.
+    fn add_leaf(&mut self, pages: &mut Pages<'_>, defs: &BTreeMap<String, TableDef>, index: u32) {
+        let Some(page) = pages.read(index) else {
+            return;
+        };
+        if btree::kind(index, &page) != Kind::TableLeaf {
+            return;
+        }
+        let ids = btree::leaf_rowids(index, &page);
+        let Some(&first) = ids.first() else { return };
+        let owner = defs.iter().find(|(_, def)| {
+            def.rowid && btree::leaf_for(def.root, first, &mut |i| pages.read(i)) == Some(index)
+        });
+        if let Some((name, _)) = owner {
+            self.0.entry(name.clone()).or_default().extend(ids);
         }
     }
 
