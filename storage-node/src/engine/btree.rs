@@ -4,6 +4,9 @@
 //! would hold) a rowid. The preview uses it to find the rows on the pages that changed,
 //! without reading the tables around them.
 
+/// A page's bytes, shared: the preview reads interior pages many times.
+pub type Page = std::sync::Arc<Vec<u8>>;
+
 /// What a b-tree page is, from its header's first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -128,7 +131,7 @@ pub fn passes_through(
     root: u32,
     rowid: i64,
     target: u32,
-    read: &mut dyn FnMut(u32) -> Option<Vec<u8>>,
+    read: &mut dyn FnMut(u32) -> Option<Page>,
 ) -> bool {
     let Some(mut index) = root.checked_sub(1) else {
         return false;
@@ -155,7 +158,7 @@ pub fn passes_through(
 
 /// The table leaves under `start` (itself, if it is one), at most 32 levels down, each page
 /// visited once.
-pub fn leaves_under(start: u32, read: &mut dyn FnMut(u32) -> Option<Vec<u8>>) -> Vec<u32> {
+pub fn leaves_under(start: u32, read: &mut dyn FnMut(u32) -> Option<Page>) -> Vec<u32> {
     let mut leaves = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![(start, 0)];
@@ -178,11 +181,7 @@ pub fn leaves_under(start: u32, read: &mut dyn FnMut(u32) -> Option<Vec<u8>>) ->
 /// The leaf of the table whose b-tree starts at `root` (1-based, as sqlite_master has it)
 /// that holds `rowid`, as a 0-based page index; `read` gives a page's bytes. At most 32 levels
 /// are followed (SQLite's trees are far shallower), so a malformed page cannot loop.
-pub fn leaf_for(
-    root: u32,
-    rowid: i64,
-    read: &mut dyn FnMut(u32) -> Option<Vec<u8>>,
-) -> Option<u32> {
+pub fn leaf_for(root: u32, rowid: i64, read: &mut dyn FnMut(u32) -> Option<Page>) -> Option<u32> {
     let mut index = root.checked_sub(1)?;
     for _ in 0..32 {
         let page = read(index)?;
@@ -202,10 +201,10 @@ mod tests {
 
     const PAGE: usize = 4096;
 
-    fn pages(conn: &Connection) -> Vec<Vec<u8>> {
+    fn pages(conn: &Connection) -> Vec<Page> {
         let path = conn.path().unwrap().to_string();
         let bytes = std::fs::read(path).unwrap();
-        bytes.chunks(PAGE).map(<[u8]>::to_vec).collect()
+        bytes.chunks(PAGE).map(|c| Page::new(c.to_vec())).collect()
     }
 
     fn database(rows: i64) -> (tempfile_dir::Dir, Connection) {
@@ -302,13 +301,14 @@ mod tests {
 
     #[test]
     fn garbage_is_no_page_of_rows() {
-        let junk = vec![0xAB; PAGE];
+        let junk = Page::new(vec![0xAB; PAGE]);
         assert_eq!(kind(3, &junk), Kind::Other);
         assert!(leaf_rowids(3, &junk).is_empty());
         assert_eq!(leaf_for(4, 1, &mut |_| Some(junk.clone())), None);
-        let mut looping = vec![0u8; PAGE];
-        looping[0] = 0x05; // an interior page whose right-most pointer is itself
-        looping[8..12].copy_from_slice(&4u32.to_be_bytes());
+        let mut bytes = vec![0u8; PAGE];
+        bytes[0] = 0x05; // an interior page whose right-most pointer is itself
+        bytes[8..12].copy_from_slice(&4u32.to_be_bytes());
+        let looping = Page::new(bytes);
         assert_eq!(leaf_for(4, 1, &mut |_| Some(looping.clone())), None);
         assert_eq!(leaf_for(0, 1, &mut |_| None), None);
     }

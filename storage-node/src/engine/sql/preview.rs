@@ -149,11 +149,11 @@ struct Candidates(HashMap<String, BTreeSet<i64>>);
 struct Pages<'a> {
     volume: &'a Volume,
     snapshot: &'a Snapshot,
-    cache: HashMap<u32, Option<Vec<u8>>>,
+    cache: HashMap<u32, Option<btree::Page>>,
 }
 
 impl Pages<'_> {
-    fn read(&mut self, index: u32) -> Option<Vec<u8>> {
+    fn read(&mut self, index: u32) -> Option<btree::Page> {
         if index >= self.snapshot.db_pages {
             return None;
         }
@@ -165,15 +165,15 @@ impl Pages<'_> {
                 volume
                     .read_page(snapshot, index, &mut page)
                     .ok()
-                    .map(|()| page)
+                    .map(|()| btree::Page::new(page))
             })
             .clone()
     }
 
     /// The children of the changed table interior pages that are in a table's tree in this
     /// state (a page SQLite wrote and then freed in one transaction still looks like one).
-    fn children_of(&mut self, changed: &[u32], defs: &BTreeMap<String, TableDef>) -> BTreeSet<u32> {
-        let mut out = BTreeSet::new();
+    fn children_of(&mut self, changed: &[u32], defs: &BTreeMap<String, TableDef>) -> Vec<u32> {
+        let mut out = Vec::new();
         for &index in changed {
             let Some(page) = self.read(index) else {
                 continue;
@@ -188,6 +188,8 @@ impl Pages<'_> {
                 out.extend(btree::children(index, &page));
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 }
@@ -212,13 +214,16 @@ impl Candidates {
         };
         let held_then = pages_then.children_of(changed, then.1);
         let held_now = pages_now.children_of(changed, now.1);
-        let changed_set: BTreeSet<u32> = changed.iter().copied().collect();
+        let is_changed = |p: &u32| changed.binary_search(p).is_ok();
         for (pages, defs, held, other) in [
             (&mut pages_then, then.1, &held_then, &held_now),
             (&mut pages_now, now.1, &held_now, &held_then),
         ] {
             let mut leaves: Vec<u32> = changed.to_vec();
-            for &subtree in held.difference(other).filter(|p| !changed_set.contains(p)) {
+            let let_go = held
+                .iter()
+                .filter(|p| other.binary_search(p).is_err() && !is_changed(p));
+            for &subtree in let_go {
                 leaves.extend(btree::leaves_under(subtree, &mut |i| pages.read(i)));
             }
             for index in leaves {
