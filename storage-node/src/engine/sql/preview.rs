@@ -263,35 +263,43 @@ type Row = Vec<(String, Value)>;
 
 /// The rows of `table` with these rowids.
 fn rows(conn: &Connection, table: &str, rowids: &[i64]) -> Result<BTreeMap<i64, Row>, VolumeError> {
-    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
     let mut out = BTreeMap::new();
-    let mut read = |sql: &str| -> Result<(), VolumeError> {
-        let mut statement = conn.prepare(sql).map_err(sql_error)?;
-        let names: Vec<String> = statement
-            .column_names()
-            .iter()
-            .skip(1)
-            .map(|c| c.to_string())
-            .collect();
-        let mut result = statement.query([]).map_err(sql_error)?;
-        while let Some(row) = result.next().map_err(sql_error)? {
-            let rowid: i64 = row.get(0).map_err(sql_error)?;
-            let values = names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| Ok((name.clone(), from_sql(row.get_ref(i + 1)?))))
-                .collect::<rusqlite::Result<Row>>()
-                .map_err(sql_error)?;
-            out.insert(rowid, values);
-        }
-        Ok(())
-    };
     for chunk in rowids.chunks(CHUNK) {
         let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        read(&format!(
-            "SELECT rowid, * FROM {quoted} WHERE rowid IN ({})",
+        let sql = format!(
+            "SELECT rowid, * FROM {} WHERE rowid IN ({})",
+            quoted(table),
             list.join(",")
-        ))?;
+        );
+        out.extend(keyed_rows(conn, &sql)?);
+    }
+    Ok(out)
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The rows of a query whose first column is the key: the key, and the other columns by name.
+fn keyed_rows(conn: &Connection, sql: &str) -> Result<Vec<(i64, Row)>, VolumeError> {
+    let mut statement = conn.prepare(sql).map_err(sql_error)?;
+    let names: Vec<String> = statement
+        .column_names()
+        .iter()
+        .skip(1)
+        .map(|c| c.to_string())
+        .collect();
+    let mut out = Vec::new();
+    let mut result = statement.query([]).map_err(sql_error)?;
+    while let Some(row) = result.next().map_err(sql_error)? {
+        let key: i64 = row.get(0).map_err(sql_error)?;
+        let values = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Ok((name.clone(), from_sql(row.get_ref(i + 1)?))))
+            .collect::<rusqlite::Result<Row>>()
+            .map_err(sql_error)?;
+        out.push((key, values));
     }
     Ok(out)
 }
@@ -304,11 +312,9 @@ fn whole(
     include_rows: bool,
 ) -> Result<Option<TableChange>, VolumeError> {
     let count: i64 = conn
-        .query_row(
-            &format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\"")),
-            [],
-            |r| r.get(0),
-        )
+        .query_row(&format!("SELECT count(*) FROM {}", quoted(name)), [], |r| {
+            r.get(0)
+        })
         .map_err(sql_error)?;
     let shown = if include_rows {
         let all = rows_limited(conn, name)?;
@@ -348,33 +354,14 @@ fn whole(
 
 /// The first [`PREVIEW_ROWS`] rows of a table (rowid tables; others by their order).
 fn rows_limited(conn: &Connection, name: &str) -> Result<Vec<(i64, Row)>, VolumeError> {
-    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let quoted = quoted(name);
     let sql = format!("SELECT rowid, * FROM {quoted} ORDER BY rowid LIMIT {PREVIEW_ROWS}");
     let sql = match conn.prepare(&sql) {
         Ok(_) => sql,
         // WITHOUT ROWID: no rowid to show; rows are numbered in their order.
         Err(_) => format!("SELECT row_number() OVER (), * FROM {quoted} LIMIT {PREVIEW_ROWS}"),
     };
-    let mut statement = conn.prepare(&sql).map_err(sql_error)?;
-    let names: Vec<String> = statement
-        .column_names()
-        .iter()
-        .skip(1)
-        .map(|c| c.to_string())
-        .collect();
-    let mut out = Vec::new();
-    let mut result = statement.query([]).map_err(sql_error)?;
-    while let Some(row) = result.next().map_err(sql_error)? {
-        let rowid: i64 = row.get(0).map_err(sql_error)?;
-        let values = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Ok((name.clone(), from_sql(row.get_ref(i + 1)?))))
-            .collect::<rusqlite::Result<Row>>()
-            .map_err(sql_error)?;
-        out.push((rowid, values));
-    }
-    Ok(out)
+    keyed_rows(conn, &sql)
 }
 
 /// A table in both states: its rows compared (those given, or all of them).
@@ -446,9 +433,8 @@ fn compare_whole(
     now: &View,
 ) -> Result<Option<TableChange>, VolumeError> {
     let count = |conn: &Connection| -> Result<HashMap<String, i64>, VolumeError> {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         let mut statement = conn
-            .prepare(&format!("SELECT * FROM {quoted}"))
+            .prepare(&format!("SELECT * FROM {}", quoted(name)))
             .map_err(sql_error)?;
         let columns = statement.column_count();
         let mut counts = HashMap::new();
