@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use backtrack_storage_node::api::{TableChangeKind, Value};
+use backtrack_storage_node::api::{Preview, TableChangeKind, Value};
+use backtrack_storage_node::engine::Engine;
 use rusqlite::Connection;
 
 use crate::common::*;
@@ -59,10 +60,7 @@ fn schema(conn: &Connection) -> BTreeMap<String, String> {
 }
 
 /// (change, inserted, updated, deleted) per table, from reading both states whole.
-fn full_diff(
-    then: &Connection,
-    now: &Connection,
-) -> BTreeMap<String, (TableChangeKind, u64, u64, u64)> {
+fn full_diff(then: &Connection, now: &Connection) -> Counts {
     let (before, after) = (schema(then), schema(now));
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     let mut out = BTreeMap::new();
@@ -110,6 +108,27 @@ fn full_diff(
     out
 }
 
+type Counts = BTreeMap<String, (TableChangeKind, u64, u64, u64)>;
+
+/// What a preview says of each table.
+fn counts(preview: &Preview) -> Counts {
+    preview
+        .tables
+        .iter()
+        .map(|t| {
+            let rows = (t.rows_inserted, t.rows_updated, t.rows_deleted);
+            (t.name.clone(), (t.change, rows.0, rows.1, rows.2))
+        })
+        .collect()
+}
+
+/// The full diff of volume v between `to` and now.
+fn full_diff_now(engine: &Engine, to: i64) -> Counts {
+    let then = engine.view_at("v", to).unwrap();
+    let now = engine.view_at("v", engine.now_us()).unwrap();
+    full_diff(then.connection(), now.connection())
+}
+
 #[test]
 fn the_previews_counts_equal_a_full_diff_of_the_two_states() {
     for seed in 1..=5 {
@@ -127,20 +146,11 @@ fn the_previews_counts_equal_a_full_diff_of_the_two_states() {
         }
         for to in targets {
             let preview = engine.preview("v", to, false).unwrap();
-            let got: BTreeMap<String, (TableChangeKind, u64, u64, u64)> = preview
-                .tables
-                .iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        (t.change, t.rows_inserted, t.rows_updated, t.rows_deleted),
-                    )
-                })
-                .collect();
-            let then = engine.view_at("v", to).unwrap();
-            let now = engine.view_at("v", engine.now_us()).unwrap();
-            let want = full_diff(then.connection(), now.connection());
-            assert_eq!(got, want, "seed {seed}, back to {to}");
+            assert_eq!(
+                counts(&preview),
+                full_diff_now(&engine, to),
+                "seed {seed}, back to {to}"
+            );
             assert!(preview.change_records > 0, "seed {seed}");
             assert_eq!(preview.to_us, to);
         }
@@ -253,22 +263,6 @@ fn rows_on_leaves_freed_without_a_rewrite_are_counted() {
     exec(&engine, "v", "INSERT INTO big (v) VALUES (x'00')");
     for to in targets {
         let preview = engine.preview("v", to, false).unwrap();
-        let got: BTreeMap<String, (TableChangeKind, u64, u64, u64)> = preview
-            .tables
-            .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    (t.change, t.rows_inserted, t.rows_updated, t.rows_deleted),
-                )
-            })
-            .collect();
-        let then = engine.view_at("v", to).unwrap();
-        let now = engine.view_at("v", engine.now_us()).unwrap();
-        assert_eq!(
-            got,
-            full_diff(then.connection(), now.connection()),
-            "back to {to}"
-        );
+        assert_eq!(counts(&preview), full_diff_now(&engine, to), "back to {to}");
     }
 }
