@@ -168,6 +168,17 @@ pub fn dump(engine: &Engine, volume: &str) -> Dump {
     out
 }
 
+/// A value read from SQLite, as the node's API has it.
+pub fn value_of(value: rusqlite::types::ValueRef<'_>) -> Value {
+    match value {
+        rusqlite::types::ValueRef::Null => Value::Null(true),
+        rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
+        rusqlite::types::ValueRef::Real(v) => Value::Real(v),
+        rusqlite::types::ValueRef::Text(v) => Value::Text(String::from_utf8_lossy(v).into_owned()),
+        rusqlite::types::ValueRef::Blob(v) => Value::Blob(v.to_vec()),
+    }
+}
+
 /// The same dump from a plain SQLite connection.
 pub fn dump_plain(conn: &rusqlite::Connection) -> Dump {
     let query = |sql: &str| -> Vec<Vec<Value>> {
@@ -176,15 +187,7 @@ pub fn dump_plain(conn: &rusqlite::Connection) -> Dump {
         let rows = statement
             .query_map([], |row| {
                 Ok((0..columns)
-                    .map(|i| match row.get_ref(i).unwrap() {
-                        rusqlite::types::ValueRef::Null => Value::Null(true),
-                        rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
-                        rusqlite::types::ValueRef::Real(v) => Value::Real(v),
-                        rusqlite::types::ValueRef::Text(v) => {
-                            Value::Text(String::from_utf8_lossy(v).into_owned())
-                        }
-                        rusqlite::types::ValueRef::Blob(v) => Value::Blob(v.to_vec()),
-                    })
+                    .map(|i| value_of(row.get_ref(i).unwrap()))
                     .collect())
             })
             .unwrap();

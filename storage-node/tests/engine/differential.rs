@@ -15,15 +15,7 @@ fn plain_rows(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Value>>>
     while let Some(row) = rows.next()? {
         out.push(
             (0..columns)
-                .map(|i| match row.get_ref(i).unwrap() {
-                    rusqlite::types::ValueRef::Null => Value::Null(true),
-                    rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
-                    rusqlite::types::ValueRef::Real(v) => Value::Real(v),
-                    rusqlite::types::ValueRef::Text(v) => {
-                        Value::Text(String::from_utf8_lossy(v).into_owned())
-                    }
-                    rusqlite::types::ValueRef::Blob(v) => Value::Blob(v.to_vec()),
-                })
+                .map(|i| value_of(row.get_ref(i).unwrap()))
                 .collect(),
         );
     }

@@ -30,15 +30,7 @@ fn all_rows(conn: &Connection, table: &str) -> Rows {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let value = match row.get_ref(i + 1).unwrap() {
-                    rusqlite::types::ValueRef::Null => Value::Null(true),
-                    rusqlite::types::ValueRef::Integer(v) => Value::Integer(v),
-                    rusqlite::types::ValueRef::Real(v) => Value::Real(v),
-                    rusqlite::types::ValueRef::Text(v) => {
-                        Value::Text(String::from_utf8_lossy(v).into_owned())
-                    }
-                    rusqlite::types::ValueRef::Blob(v) => Value::Blob(v.to_vec()),
-                };
+                let value = value_of(row.get_ref(i + 1).unwrap());
                 (name.clone(), value)
             })
             .collect();
