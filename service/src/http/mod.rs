@@ -117,10 +117,8 @@ pub fn router(
         .layer(middleware::from_fn(render_errors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
+            let id = Some(request_id(request.headers()))
+                .filter(|id| !id.is_empty())
                 .unwrap_or("-");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
@@ -146,12 +144,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// Writes the body of every error response: the `ApiError` a handler returned, or, for
 /// responses made by the layers (timeout, body limit), the error their status stands for.
 async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = request_id(request.headers()).to_string();
     let door = Door::of(&request);
     let mut response = next.run(request).await;
     let error = match response.extensions_mut().remove::<ApiError>() {
@@ -265,6 +258,11 @@ pub async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<B
             "The request body must be JSON, sent with Content-Type: application/json.".into(),
         ));
     }
+    read_body(request, state).await
+}
+
+/// A request's body, whole: over the body limit is PayloadTooLarge.
+pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(body_too_large())
@@ -272,6 +270,14 @@ pub async fn json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<B
             ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
         }
     })
+}
+
+/// The request id the request-id layer gave the request (or the caller sent).
+pub fn request_id(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 fn body_too_large() -> String {

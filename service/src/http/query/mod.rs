@@ -9,14 +9,14 @@ pub mod form;
 pub mod xml;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use self::form::{Input, Shape, FILTERS, TAGS};
-use super::{AppState, REQUEST_ID};
+use super::AppState;
 use crate::error::ApiError;
 use crate::ops::clusters::DbClusterResult;
 use crate::ops::tags::TagListMessage;
@@ -26,12 +26,7 @@ pub const VERSION: &str = "2014-10-31";
 
 /// `POST /` and `GET /`.
 pub async fn handle(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let request_id = super::request_id(request.headers()).to_string();
     let method = request.method().clone();
     let query = Bytes::copy_from_slice(request.uri().query().unwrap_or_default().as_bytes());
     // The parameters are the form posted, or the query string (of a GET, or of a POST
@@ -95,13 +90,7 @@ async fn form_body(request: Request) -> Result<Option<Bytes>, ApiError> {
             mime.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    let body = Bytes::from_request(request, &()).await.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(super::body_too_large())
-        } else {
-            ApiError::InvalidParameterValue(format!("The request body could not be read: {e}"))
-        }
-    })?;
+    let body = super::read_body(request, &()).await?;
     match (is_form, body.is_empty()) {
         (_, true) => Ok(None),
         (true, false) => Ok(Some(body)),
