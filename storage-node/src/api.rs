@@ -17,6 +17,32 @@ pub const MAX_WINDOW_SECS: u64 = 259_200;
 pub struct CreateVolume {
     /// Target backtrack window in seconds; 0 keeps no history.
     pub window_secs: u64,
+    /// Create the volume as a clone: `state(at_us)` of another volume on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CloneSource>,
+}
+
+/// Where a clone starts. The clone shares its source's pages (copy-on-write) and costs the
+/// same to create whatever the size; with `full_copy`, every page is copied before the node
+/// answers and the clone shares nothing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CloneSource {
+    pub volume_id: String,
+    /// The instant of the source, within its window.
+    pub at_us: i64,
+    #[serde(default)]
+    pub full_copy: bool,
+}
+
+/// What a clone came from, in its figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneOf {
+    pub volume_id: String,
+    pub at_us: i64,
+    /// Whether it still reads pages its source holds (false once it was hydrated: a full copy,
+    /// or its source was deleted).
+    pub shared: bool,
 }
 
 /// `PATCH /v1/volumes/{id}`: change the target window.
@@ -51,6 +77,9 @@ pub struct VolumeFigures {
     pub open_transactions: u32,
     /// `true` while a backtrack is switching the volume; SQL calls are refused meanwhile.
     pub switching: bool,
+    /// Set for a clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<CloneOf>,
 }
 
 /// `GET /v1/volumes`: every volume on the node, in one call.

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    BacktrackList, BacktrackOutcome, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest,
-    ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, Preview, PreviewRequest,
-    TransactionStarted, VolumeFigures, VolumeList,
+    BacktrackList, BacktrackOutcome, BacktrackRequest, CloneSource, CreateVolume, ErrorCode,
+    ExecuteRequest, ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, Preview,
+    PreviewRequest, TransactionStarted, VolumeFigures, VolumeList,
 };
 
 /// Why a call to a node failed.
@@ -106,7 +106,25 @@ impl NodeClient {
         volume: &str,
         window_secs: u64,
     ) -> Result<VolumeFigures, CallError> {
-        let body = CreateVolume { window_secs };
+        let body = CreateVolume {
+            window_secs,
+            source: None,
+        };
+        self.call(Method::PUT, &volume_path(volume, ""), Some(&body))
+            .await
+    }
+
+    /// Creates `volume` as a clone (see [`CloneSource`]); idempotent like `create_volume`.
+    pub async fn create_clone(
+        &self,
+        volume: &str,
+        window_secs: u64,
+        source: &CloneSource,
+    ) -> Result<VolumeFigures, CallError> {
+        let body = CreateVolume {
+            window_secs,
+            source: Some(source.clone()),
+        };
         self.call(Method::PUT, &volume_path(volume, ""), Some(&body))
             .await
     }

@@ -211,7 +211,11 @@ async fn create_volume(
 ) -> Result<Response> {
     let Json(body) = body?;
     let engine = node.engine.clone();
-    Ok(Json(blocking(move || engine.create_volume(&id, body.window_secs)).await?).into_response())
+    let created = blocking(move || match &body.source {
+        None => engine.create_volume(&id, body.window_secs),
+        Some(source) => engine.create_clone(&id, body.window_secs, source),
+    });
+    Ok(Json(created.await?).into_response())
 }
 
 async fn modify_volume(

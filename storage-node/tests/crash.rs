@@ -1,6 +1,9 @@
 //! Crash safety of the real node process: concurrent writers, SIGKILL at random moments,
 //! twenty rounds on the same data directory. After each restart every acknowledged commit is
 //! present, nothing unacknowledged is half-applied, integrity_check is ok, and backtracks work.
+//! Each round also clones the volume; every clone stays exactly what its source held at its
+//! instant (plus its own acknowledged write) while the source goes on, folds through the
+//! clones' instants (its window shrinks halfway) and is killed mid-way.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backtrack_storage_node::api::{BacktrackRequest, ExecuteRequest, Value};
+use backtrack_storage_node::api::{BacktrackRequest, CloneSource, ExecuteRequest, Value};
 use backtrack_storage_node::client::NodeClient;
 use backtrack_storage_node::testing::Spawned;
 use uuid::Uuid;
@@ -53,8 +56,33 @@ fn sql(text: &str, params: Vec<Value>) -> ExecuteRequest {
 }
 
 async fn rows(client: &NodeClient, text: &str) -> Vec<Vec<Value>> {
-    client.execute("v", &sql(text, vec![])).await.unwrap().rows
+    rows_of(client, "v", text).await
 }
+
+async fn rows_of(client: &NodeClient, volume: &str, text: &str) -> Vec<Vec<Value>> {
+    client
+        .execute(volume, &sql(text, vec![]))
+        .await
+        .unwrap()
+        .rows
+}
+
+async fn keys_of(client: &NodeClient, volume: &str) -> BTreeSet<i64> {
+    rows_of(client, volume, "SELECT k FROM a")
+        .await
+        .iter()
+        .map(|r| int(&r[0]))
+        .collect()
+}
+
+/// A clone made in some round: its id and the keys it must hold.
+struct Clone {
+    id: String,
+    keys: BTreeSet<i64>,
+}
+
+/// The key each clone writes into itself (the source's keys are all below it).
+const CLONE_KEY: i64 = 1 << 40;
 
 fn int(v: &Value) -> i64 {
     match v {
@@ -72,11 +100,7 @@ fn now_us() -> i64 {
 
 /// Checks the state after a restart against what was acknowledged; returns the row count.
 async fn verify(client: &NodeClient, acked: &BTreeSet<i64>, round: usize) -> i64 {
-    let present: BTreeSet<i64> = rows(client, "SELECT k FROM a")
-        .await
-        .iter()
-        .map(|r| int(&r[0]))
-        .collect();
+    let present = keys_of(client, "v").await;
     let missing: Vec<_> = acked.difference(&present).collect();
     assert!(
         missing.is_empty(),
@@ -109,6 +133,24 @@ async fn verify(client: &NodeClient, acked: &BTreeSet<i64>, round: usize) -> i64
     present.len() as i64
 }
 
+/// Every clone holds exactly its keys, whole.
+async fn verify_clones(client: &NodeClient, clones: &[Clone], round: usize) {
+    for clone in clones {
+        assert_eq!(
+            keys_of(client, &clone.id).await,
+            clone.keys,
+            "round {round}: clone {} changed",
+            clone.id
+        );
+        assert_eq!(
+            rows_of(client, &clone.id, "PRAGMA integrity_check").await,
+            vec![vec![Value::Text("ok".into())]],
+            "round {round}: clone {}",
+            clone.id
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_commits_survive_sigkill_at_random_moments() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -133,12 +175,56 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
         rows(&node.client, statement).await;
     }
     let mut node = Some(node);
+    let mut clones: Vec<Clone> = Vec::new();
 
     for round in 0..ROUNDS {
         let current = node.take().unwrap_or_else(|| start(&dir));
         let client = current.client.clone();
         let acknowledged = acked.lock().unwrap().clone();
         let before = verify(&client, &acknowledged, round).await;
+        verify_clones(&client, &clones, round).await;
+
+        // A clone of what the source holds now, with a write of its own.
+        let id = format!("c{round}");
+        let at = now_us();
+        let source = CloneSource {
+            volume_id: "v".into(),
+            at_us: at,
+            full_copy: false,
+        };
+        client.create_clone(&id, 30, &source).await.unwrap();
+        client
+            .execute(
+                &id,
+                &sql(
+                    "INSERT INTO a (k) VALUES (?)",
+                    vec![Value::Integer(CLONE_KEY)],
+                ),
+            )
+            .await
+            .unwrap();
+        let mut keys = keys_of(&client, "v").await;
+        keys.insert(CLONE_KEY);
+        clones.push(Clone { id, keys });
+        if round == ROUNDS / 2 {
+            // From now on the source folds through the clones' instants at every pass.
+            client.modify_volume("v", 1).await.unwrap();
+        }
+        if round % 5 == 4 {
+            // A clone of a clone, and the deletion of a clone that has one.
+            let parent = clones[round - 2].id.clone();
+            let id = format!("cc{round}");
+            let source = CloneSource {
+                volume_id: parent.clone(),
+                at_us: now_us(),
+                full_copy: false,
+            };
+            client.create_clone(&id, 30, &source).await.unwrap();
+            let keys = clones[round - 2].keys.clone();
+            clones.push(Clone { id, keys });
+            client.delete_volume(&parent).await.unwrap();
+            clones.retain(|c| c.id != parent);
+        }
 
         // A backtrack still works after recovery: rewind a few fresh rows away.
         let mark = now_us();
@@ -220,6 +306,7 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
     let last = start(&dir);
     let acknowledged = acked.lock().unwrap().clone();
     let total = verify(&last.client, &acknowledged, ROUNDS).await;
+    verify_clones(&last.client, &clones, ROUNDS).await;
     assert!(total as usize >= acked.lock().unwrap().len());
     assert!(
         acked.lock().unwrap().len() > 200,

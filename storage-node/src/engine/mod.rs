@@ -31,10 +31,10 @@ pub use self::maintenance::Maintenance;
 use self::log::Log;
 use self::maintenance::spawn_maintenance;
 use self::sql::{SqlLimits, SqlVolume};
-use self::volume::{Clock, Volume, VolumeError};
+use self::volume::{Clock, CloneSpec, Volume, VolumeError};
 use crate::api::{
-    BacktrackList, BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, ExecuteResult,
-    VolumeFigures, MAX_WINDOW_SECS,
+    BacktrackList, BacktrackOutcome, BacktrackRequest, CloneSource, ErrorCode, ExecuteRequest,
+    ExecuteResult, VolumeFigures, MAX_WINDOW_SECS,
 };
 use crate::fsutil::{self, DirLock};
 
@@ -97,6 +97,8 @@ pub struct Engine {
     log: Arc<Log>,
     clock: Arc<Clock>,
     volumes: RwLock<HashMap<String, Arc<SqlVolume>>>,
+    /// Creations and deletions, one at a time.
+    creating: Mutex<()>,
     /// Maintenance, one pass at a time.
     maintaining: Mutex<()>,
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -123,7 +125,7 @@ impl Engine {
         let clock = Arc::new(Clock::default());
         let volumes_dir = config.data_dir.join("volumes");
         fsutil::create_private_dir_all(&volumes_dir)?;
-        let mut volumes = HashMap::new();
+        let mut opened: HashMap<String, Arc<Volume>> = HashMap::new();
         for entry in std::fs::read_dir(&volumes_dir)? {
             let dir = entry?.path();
             let name = dir
@@ -138,13 +140,23 @@ impl Engine {
             }
             match Volume::open(&dir, &records, log.clone(), clock.clone())? {
                 Some(volume) => {
-                    let sql = SqlVolume::with_limits(Arc::new(volume), config.sql_limits)
-                        .map_err(|e| io::Error::other(e.message))?;
-                    volumes.insert(name, Arc::new(sql));
+                    opened.insert(name, Arc::new(volume));
                 }
                 // A creation that a crash interrupted before anything was acknowledged.
                 None => std::fs::remove_dir_all(&dir)?,
             }
+        }
+        // Clones read from their sources again before any fold of a source runs: an
+        // interrupted fold copies for them too.
+        for volume in opened.values() {
+            volume.relink(|id| opened.get(id).cloned())?;
+        }
+        let mut volumes = HashMap::new();
+        for (name, volume) in opened {
+            volume.finish_interrupted_fold()?;
+            let sql = SqlVolume::with_limits(volume, config.sql_limits)
+                .map_err(|e| io::Error::other(e.message))?;
+            volumes.insert(name, Arc::new(sql));
         }
         tracing::info!(
             volumes = volumes.len(),
@@ -158,6 +170,7 @@ impl Engine {
             log,
             clock,
             volumes: RwLock::new(volumes),
+            creating: Mutex::new(()),
             maintaining: Mutex::new(()),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             worker: Mutex::new(None),
@@ -200,22 +213,66 @@ impl Engine {
 
     /// Creates a volume; creating one that exists returns it unchanged.
     pub fn create_volume(&self, id: &str, window_secs: u64) -> Result<VolumeFigures, VolumeError> {
+        self.create(id, window_secs, None)
+    }
+
+    /// Creates volume `id` as a clone of `source.volume_id` at `source.at_us` (see
+    /// [`volume::CloneSpec`]); with `full_copy`, every page is copied before it returns.
+    /// Creating one that exists returns it (finishing its full copy if that was cut short).
+    pub fn create_clone(
+        &self,
+        id: &str,
+        window_secs: u64,
+        source: &CloneSource,
+    ) -> Result<VolumeFigures, VolumeError> {
+        self.create(id, window_secs, Some(source))
+    }
+
+    fn create(
+        &self,
+        id: &str,
+        window_secs: u64,
+        source: Option<&CloneSource>,
+    ) -> Result<VolumeFigures, VolumeError> {
         validate_id(id)?;
         validate_window(window_secs)?;
-        let mut volumes = self.volumes.write().unwrap();
-        if let Some(existing) = volumes.get(id) {
-            return Ok(figures(existing));
+        // One creation or deletion at a time: a clone's source cannot go while it is made.
+        let _one_at_a_time = self.creating.lock().unwrap();
+        let existing = self.volumes.read().unwrap().get(id).cloned();
+        let sql = match existing {
+            Some(existing) => existing,
+            None => {
+                let dir = self.config.data_dir.join("volumes").join(id);
+                let volume = match source {
+                    None => Arc::new(Volume::create(
+                        &dir,
+                        id,
+                        window_secs,
+                        self.log.clone(),
+                        self.clock.clone(),
+                    )?),
+                    Some(source) => {
+                        let from = self.volume(&source.volume_id)?;
+                        let spec = CloneSpec {
+                            source: from.volume(),
+                            time_us: source.at_us,
+                        };
+                        Volume::create_clone(&dir, id, window_secs, spec)?
+                    }
+                };
+                let sql = Arc::new(SqlVolume::with_limits(volume, self.config.sql_limits)?);
+                tracing::info!(volume = id, window_secs, source = ?source, "volume created");
+                self.volumes
+                    .write()
+                    .unwrap()
+                    .insert(id.to_string(), sql.clone());
+                sql
+            }
+        };
+        if source.is_some_and(|s| s.full_copy) {
+            sql.volume().hydrate()?;
         }
-        let dir = self.config.data_dir.join("volumes").join(id);
-        let volume = Volume::create(&dir, id, window_secs, self.log.clone(), self.clock.clone())?;
-        let sql = Arc::new(SqlVolume::with_limits(
-            Arc::new(volume),
-            self.config.sql_limits,
-        )?);
-        tracing::info!(volume = id, window_secs, "volume created");
-        let out = figures(&sql);
-        volumes.insert(id.to_string(), sql);
-        Ok(out)
+        Ok(figures(&sql))
     }
 
     pub fn modify_volume(&self, id: &str, window_secs: u64) -> Result<VolumeFigures, VolumeError> {
@@ -226,8 +283,14 @@ impl Engine {
         Ok(figures(&sql))
     }
 
-    /// Deletes a volume, its base image and (as segments empty) its history.
+    /// Deletes a volume, its base image and (as segments empty) its history. Its clones get
+    /// a copy of every page they still shared with it first, so they stay exact.
     pub fn delete_volume(&self, id: &str) -> Result<(), VolumeError> {
+        let _one_at_a_time = self.creating.lock().unwrap();
+        for clone in self.volume(id)?.volume().clones() {
+            clone.hydrate()?;
+            tracing::info!(volume = %clone.id, source = id, "clone hydrated before its source goes");
+        }
         let sql = self
             .volumes
             .write()
@@ -235,6 +298,7 @@ impl Engine {
             .remove(id)
             .ok_or_else(|| not_found(id))?;
         sql.shut();
+        sql.volume().leave_source();
         let dir = sql.volume().dir().to_path_buf();
         let doomed = dir.with_file_name(format!(".deleted-{}", sql.volume().uuid));
         std::fs::rename(&dir, &doomed)?;

@@ -61,6 +61,9 @@ impl Volume {
             });
         }
         self.write_meta()?;
+        // Clones from before the fold's time read what the fold is about to change: they get
+        // their copies first.
+        self.copy_to_clones(&plan.touched, plan.time_us)?;
         let mut page = vec![0u8; PAGE_SIZE];
         for (index, version) in &plan.pages {
             self.log
@@ -69,6 +72,9 @@ impl Volume {
                 .write_all_at(&page, u64::from(*index) * PAGE_SIZE as u64)?;
         }
         self.base.sync_all()?;
+        // A clone's base image now holds these pages itself.
+        let folded: Vec<u32> = plan.pages.iter().map(|(index, _)| *index).collect();
+        self.own_folded(&folded)?;
         {
             let mut st = self.state.write().unwrap();
             apply_fold(&mut st, &plan);
@@ -94,6 +100,8 @@ struct FoldPlan {
     pub(super) db_pages: u32,
     /// The version of each page the base image must hold.
     pub(super) pages: Vec<(u32, Version)>,
+    /// Every page with versions the fold forgets (a superset of `pages`), in order.
+    pub(super) touched: Vec<u32>,
 }
 
 /// What folding to `time_us` means: the prefix of LSNs on which every state still reachable
@@ -142,11 +150,19 @@ fn plan_fold(
         .iter()
         .filter_map(|(&index, versions)| newest_in(versions, &agreed).map(|v| (index, v)))
         .collect();
+    let mut touched: Vec<u32> = st
+        .versions
+        .iter()
+        .filter(|(_, versions)| versions.first().is_some_and(|v| v.lsn <= horizon))
+        .map(|(&index, _)| index)
+        .collect();
+    touched.sort_unstable();
     Some(FoldPlan {
         horizon,
         time_us,
         db_pages: timeline.db_pages_of(&agreed),
         pages,
+        touched,
     })
 }
 

@@ -20,21 +20,24 @@
 //! - `fold`: moving the horizon into the base image.
 
 mod backtrack;
+mod clone;
 mod commit;
 mod fold;
 mod open;
 mod read;
 mod view;
 
+pub use self::clone::CloneSpec;
 pub use self::commit::Reservation;
 pub use self::view::Pin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -42,7 +45,7 @@ use uuid::Uuid;
 
 use super::log::{Log, LogError, PAGE_SIZE};
 use super::timeline::{LiveSet, Lsn, Timeline};
-use crate::api::{BacktrackOutcome, ErrorCode, VolumeFigures};
+use crate::api::{BacktrackOutcome, CloneOf, ErrorCode, VolumeFigures};
 use crate::fsutil;
 
 /// The node's clock: wall-clock microseconds, never going backwards, never repeating, so
@@ -203,6 +206,8 @@ struct VolumeState {
     pending_fold: Option<PendingFold>,
     /// The log budget forced the horizon past the window's start: the actual window is short.
     trimmed_by_budget: bool,
+    /// The volume this one was cloned from, if it is a clone.
+    source: Option<clone::CloneMeta>,
 }
 
 /// The single-writer lock (SQLite's RESERVED lock), held across VFS calls.
@@ -246,6 +251,11 @@ pub struct Volume {
     /// earliest, so every version they read stays. Taken with `maintenance` held.
     pins: Mutex<BTreeMap<u64, i64>>,
     next_pin: AtomicU64,
+    /// For a clone still sharing pages with its source: the source, and which pages the
+    /// clone's base image holds already.
+    ancestry: RwLock<Option<clone::Ancestry>>,
+    /// The clones that share pages with this volume (see `clone`).
+    clones: Mutex<Vec<Weak<Volume>>>,
 }
 
 impl Volume {
@@ -291,7 +301,8 @@ impl Volume {
         let now = self.clock.now_us();
         let st = self.state.read().unwrap();
         let log_bytes: u64 = st.segments.values().map(|s| s.bytes).sum();
-        let base_bytes = self.base.metadata().map(|m| m.len()).unwrap_or(0);
+        // Blocks really allocated: a clone's base image is sparse.
+        let base_bytes = self.base.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
         VolumeFigures {
             volume_id: self.id.clone(),
             window_secs: st.window_secs,
@@ -304,6 +315,11 @@ impl Volume {
             bytes_on_disk: log_bytes + base_bytes,
             open_transactions,
             switching,
+            clone_of: st.source.as_ref().map(|m| CloneOf {
+                volume_id: m.source_id.clone(),
+                at_us: m.time_us,
+                shared: m.shared,
+            }),
         }
     }
 
@@ -338,6 +354,32 @@ fn newest_in(versions: &[Version], live: &LiveSet) -> Option<Version> {
             .map(|i| versions[i])
             .filter(|v| v.lsn >= low)
     })
+}
+
+/// Refuses an instant that no view (or clone) can read: in the future, before the earliest
+/// restorable time, or on a volume that keeps no history.
+fn check_instant(st: &VolumeState, time_us: i64, now: i64) -> Result<(), VolumeError> {
+    if time_us > now {
+        return Err(VolumeError::new(
+            ErrorCode::TimeInFuture,
+            format!("the requested time {time_us} is after the node's clock {now}"),
+        ));
+    }
+    let Some(earliest) = earliest_restorable(st, now) else {
+        return Err(VolumeError::new(
+            ErrorCode::BacktrackDisabled,
+            "the volume keeps no history (window 0)",
+        ));
+    };
+    if time_us < earliest {
+        return Err(VolumeError::new(
+            ErrorCode::BeforeEarliest,
+            format!(
+                "the requested time {time_us} is before the earliest restorable time {earliest}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn earliest_restorable(st: &VolumeState, now: i64) -> Option<i64> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::backtrack::{publish_backtrack, BacktrackPayload};
+use super::clone::CloneMeta;
 use super::commit::publish_commit;
 use super::{Clock, PendingFold, Volume, VolumeState, WriterLock};
 use crate::api::BacktrackOutcome;
@@ -49,6 +50,9 @@ struct VolumeMeta {
     pub(super) ledger: Vec<BacktrackOutcome>,
     pub(super) pending_fold: Option<PendingFold>,
     pub(super) trimmed_by_budget: bool,
+    /// The volume this one was cloned from.
+    #[serde(default)]
+    pub(super) source: Option<CloneMeta>,
 }
 
 impl Volume {
@@ -59,6 +63,18 @@ impl Volume {
         window_secs: u64,
         log: Arc<Log>,
         clock: Arc<Clock>,
+    ) -> io::Result<Volume> {
+        Volume::create_in(dir, id, window_secs, log, clock, None)
+    }
+
+    /// Creates a volume in `dir`: empty, or a clone whose base is its source's (see `clone`).
+    pub(super) fn create_in(
+        dir: &Path,
+        id: &str,
+        window_secs: u64,
+        log: Arc<Log>,
+        clock: Arc<Clock>,
+        source: Option<CloneMeta>,
     ) -> io::Result<Volume> {
         fsutil::create_private_dir_all(dir)?;
         let now = clock.now_us();
@@ -79,7 +95,7 @@ impl Volume {
             enabled_since_us: (window_secs > 0).then_some(now),
             base_lsn: Lsn::ZERO,
             base_time_us: now,
-            base_db_pages: 0,
+            base_db_pages: source.as_ref().map_or(0, |s| s.db_pages),
             base_live: LiveSet::all(),
             events: Vec::new(),
             checkpoint_lsn: Lsn::ZERO,
@@ -88,6 +104,7 @@ impl Volume {
             ledger: Vec::new(),
             pending_fold: None,
             trimmed_by_budget: false,
+            source,
         };
         fsutil::write_atomically(&dir.join("volume.json"), &serde_json::to_vec_pretty(&meta)?)?;
         fsutil::sync_dir(dir.parent().unwrap_or(dir))?;
@@ -95,7 +112,9 @@ impl Volume {
     }
 
     /// Opens a volume from `dir`, replaying its records from `records` (the whole log, in
-    /// order). Returns `None` when the directory holds no complete volume.
+    /// order). Returns `None` when the directory holds no complete volume. A fold that a
+    /// crash interrupted is redone by [`Volume::finish_interrupted_fold`], once the clones
+    /// are linked to their sources.
     pub fn open(
         dir: &Path,
         records: &[RecordMeta],
@@ -120,16 +139,20 @@ impl Volume {
             .read(true)
             .write(true)
             .open(dir.join("base.img"))?;
-        let pending = meta.pending_fold.clone();
         let volume = Volume::from_meta(dir, meta, base, log, clock);
         volume.replay(records)?;
+        Ok(Some(volume))
+    }
+
+    /// Redoes the fold a crash interrupted, if any, before anything is served.
+    pub fn finish_interrupted_fold(&self) -> io::Result<()> {
+        let pending = self.state.read().unwrap().pending_fold.clone();
         if let Some(fold) = pending {
-            tracing::info!(volume = %volume.id, lsn = fold.lsn.0, "redoing an interrupted fold");
-            volume
-                .fold_to(fold.time_us, None, false)
+            tracing::info!(volume = %self.id, lsn = fold.lsn.0, "redoing an interrupted fold");
+            self.fold_to(fold.time_us, None, false)
                 .map_err(|e| io::Error::other(e.message))?;
         }
-        Ok(Some(volume))
+        Ok(())
     }
 
     fn from_meta(
@@ -173,6 +196,7 @@ impl Volume {
             segments: BTreeMap::new(),
             pending_fold: meta.pending_fold,
             trimmed_by_budget: meta.trimmed_by_budget,
+            source: meta.source,
         };
         Volume {
             id: meta.id,
@@ -190,6 +214,8 @@ impl Volume {
             transaction_limit_pages: AtomicUsize::new(usize::MAX),
             pins: Mutex::new(BTreeMap::new()),
             next_pin: AtomicU64::new(0),
+            ancestry: RwLock::new(None),
+            clones: Mutex::new(Vec::new()),
         }
     }
 
@@ -288,6 +314,7 @@ impl Volume {
                     .collect(),
                 pending_fold: st.pending_fold.clone(),
                 trimmed_by_budget: st.trimmed_by_budget,
+                source: st.source.clone(),
             }
         };
         let bytes = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;

@@ -63,7 +63,7 @@ impl Volume {
                     )))
                 }
             },
-            Source::Base => self.read_base(index, out)?,
+            Source::Base => self.read_base_or_source(index, out)?,
         }
         if index == 0 {
             stamp_counter(out, snapshot.counter);

@@ -8,8 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{earliest_restorable, newest_in, Snapshot, Volume, VolumeError};
-use crate::api::ErrorCode;
+use super::{check_instant, newest_in, Snapshot, Volume, VolumeError};
 
 /// Keeps `state(time_us)` of a volume readable until dropped.
 pub struct Pin {
@@ -43,26 +42,7 @@ impl Volume {
         let _no_fold = self.maintenance.lock().unwrap();
         let now = self.clock.now_us();
         let st = self.state.read().unwrap();
-        if time_us > now {
-            return Err(VolumeError::new(
-                ErrorCode::TimeInFuture,
-                format!("the requested time {time_us} is after the node's clock {now}"),
-            ));
-        }
-        let Some(earliest) = earliest_restorable(&st, now) else {
-            return Err(VolumeError::new(
-                ErrorCode::BacktrackDisabled,
-                "the volume keeps no history (window 0)",
-            ));
-        };
-        if time_us < earliest {
-            return Err(VolumeError::new(
-                ErrorCode::BeforeEarliest,
-                format!(
-                    "the requested time {time_us} is before the earliest restorable time {earliest}"
-                ),
-            ));
-        }
+        check_instant(&st, time_us, now)?;
         let state = st.timeline.state_at(time_us);
         let head_lsn = st.timeline.lsn_at(time_us);
         let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
