@@ -24,6 +24,8 @@ pub enum ApiError {
     ClusterAlreadyExists(String),
     BacktrackNotFound(String),
     InvalidClusterState(String),
+    /// A restore's instant is outside its source's restorable history.
+    InvalidRestore(String),
     /// No storage node can take a new cluster.
     InsufficientCapacity(String),
     /// The storage nodes' disks are full.
@@ -86,6 +88,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "Sender",
             ),
+            InvalidRestore(_) => ("InvalidRestoreFault", StatusCode::BAD_REQUEST, "Sender"),
             InsufficientCapacity(_) => (
                 "InsufficientStorageClusterCapacity",
                 StatusCode::BAD_REQUEST,
@@ -153,6 +156,7 @@ impl ApiError {
             | InvalidParameterCombination(m)
             | MissingParameter(m)
             | InvalidClusterState(m)
+            | InvalidRestore(m)
             | InsufficientCapacity(m)
             | StorageQuotaExceeded(m)
             | UnsupportedMediaType(m)

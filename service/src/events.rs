@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::domain::{Backtrack, Cluster, Timestamp};
+use crate::domain::{Backtrack, Cluster, RestoreType, RestoredFrom, Timestamp};
 use crate::store::{Event, Store};
 
 /// How long events are kept.
@@ -22,17 +22,36 @@ pub const WINDOW_BACK: &str =
     "The actual Backtrack window is the same as the target Backtrack window.";
 
 /// The categories of the events recorded here (DescribeEventCategories).
-pub const CATEGORIES: [&str; 4] = ["backtrack", "configuration change", "creation", "deletion"];
+pub const CATEGORIES: [&str; 6] = [
+    "backtrack",
+    "configuration change",
+    "creation",
+    "deletion",
+    "failure",
+    "notification",
+];
 
 /// The kinds of event, with their category and code.
 pub enum What<'a> {
     Created(&'a Cluster),
+    /// On a restored cluster: what it was made from.
+    Restored(&'a Cluster, &'a RestoredFrom),
+    /// On the source of a clone.
+    Cloned {
+        clone: &'a str,
+        at: Timestamp,
+    },
+    /// A restore the storage node refused for good.
+    RestoreFailed(&'a str),
     Modified(&'a Cluster),
     Deleted(&'a Cluster),
     BacktrackStarted(&'a Backtrack),
     BacktrackCompleted(&'a Backtrack, Timestamp),
     BacktrackFailed(&'a Backtrack, &'a str),
-    WindowShort { window_secs: i64, actual_secs: i64 },
+    WindowShort {
+        window_secs: i64,
+        actual_secs: i64,
+    },
     WindowBack,
 }
 
@@ -55,6 +74,30 @@ pub async fn record(store: &Store, settings: &Settings, cluster_id: &str, what: 
                 c.backtrack_window,
                 if c.deletion_protection { "on" } else { "off" }
             ),
+        ),
+        What::Restored(c, from) => (
+            "creation",
+            None,
+            match from.restore_type {
+                RestoreType::CopyOnWrite => format!(
+                    "DB cluster created as a clone of {} at {} (copy-on-write; backtrack window {} s).",
+                    from.cluster, from.at, c.backtrack_window
+                ),
+                RestoreType::FullCopy => format!(
+                    "DB cluster created as a full copy of {} at {} (backtrack window {} s).",
+                    from.cluster, from.at, c.backtrack_window
+                ),
+            },
+        ),
+        What::Cloned { clone, at } => (
+            "notification",
+            None,
+            format!("DB cluster cloned at {at}: the clone is {clone}."),
+        ),
+        What::RestoreFailed(reason) => (
+            "failure",
+            None,
+            format!("The restore failed and the cluster has no data: {reason}"),
         ),
         What::Deleted(_) => ("deletion", None, "DB cluster deleted.".to_string()),
         What::BacktrackStarted(b) => (

@@ -25,6 +25,7 @@ use crate::http::{backtracks, billing, clusters, data_api, events, health, metri
         clusters::describe_one,
         clusters::modify,
         clusters::delete,
+        clusters::restore,
         backtracks::create,
         backtracks::describe,
         backtracks::describe_one,
@@ -45,7 +46,7 @@ use crate::http::{backtracks, billing, clusters, data_api, events, health, metri
         health::docs,
     ),
     tags(
-        (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster"),
+        (name = "clusters", description = "CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster, RestoreDBClusterToPointInTime (copy-on-write clones at any instant of the window)"),
         (name = "backtracks", description = "BacktrackDBCluster, DescribeDBClusterBacktracks, and the preview of what a backtrack would undo"),
         (name = "data-api", description = "The RDS Data API: SQL on a cluster, routed by resourceArn. The dialect is SQLite's. Errors name themselves in x-amzn-ErrorType with a body {\"message\": ...}."),
         (name = "events", description = "DescribeEvents: cluster and backtrack events, and the backtrack window alerts RDS-EVENT-0131 and RDS-EVENT-0132"),

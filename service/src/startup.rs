@@ -90,11 +90,15 @@ impl App {
             nodes.check_health().await;
             (nodes, None)
         };
-        let reconciler = Arc::new(ClusterReconciler::new(store.clone(), nodes.clone()));
         let keys = config.access_keys()?;
         let mut settings = Settings::from_config(&config);
         settings.authenticated = !keys.is_empty();
         let settings = Arc::new(settings);
+        let reconciler = Arc::new(ClusterReconciler::new(
+            store.clone(),
+            nodes.clone(),
+            settings.clone(),
+        ));
         let runner = Arc::new(BacktrackRunner::new(
             store.clone(),
             nodes.clone(),

@@ -78,15 +78,19 @@ pub enum ClusterStatus {
     Backtracking,
     /// Deleted by the user; the volume is being dropped, then the record goes.
     Deleting,
+    /// A restore its storage node refused for good (its source's history moved past the
+    /// instant, or the source went); it can only be deleted.
+    IncompatibleRestore,
 }
 
 impl ClusterStatus {
-    pub const ALL: [ClusterStatus; 5] = [
+    pub const ALL: [ClusterStatus; 6] = [
         ClusterStatus::Creating,
         ClusterStatus::Available,
         ClusterStatus::Modifying,
         ClusterStatus::Backtracking,
         ClusterStatus::Deleting,
+        ClusterStatus::IncompatibleRestore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +100,7 @@ impl ClusterStatus {
             ClusterStatus::Modifying => "modifying",
             ClusterStatus::Backtracking => "backtracking",
             ClusterStatus::Deleting => "deleting",
+            ClusterStatus::IncompatibleRestore => "incompatible-restore",
         }
     }
 
@@ -108,6 +113,16 @@ impl ClusterStatus {
         self == ClusterStatus::Available
     }
 
+    /// A cluster can be restored from (cloned) while its volume is there and settled:
+    /// available, or applying a new window or a backtrack (an instant of the past does not
+    /// change with either).
+    pub fn accepts_restore(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::Available | ClusterStatus::Modifying | ClusterStatus::Backtracking
+        )
+    }
+
     /// ModifyDBCluster applies only to an `available` cluster.
     pub fn accepts_modify(self) -> bool {
         self == ClusterStatus::Available
@@ -117,7 +132,10 @@ impl ClusterStatus {
     pub fn accepts_delete(self) -> bool {
         matches!(
             self,
-            ClusterStatus::Available | ClusterStatus::Creating | ClusterStatus::Modifying
+            ClusterStatus::Available
+                | ClusterStatus::Creating
+                | ClusterStatus::Modifying
+                | ClusterStatus::IncompatibleRestore
         )
     }
 
@@ -128,6 +146,7 @@ impl ClusterStatus {
             ClusterStatus::Backtracking => Err(SqlRefusal::Backtracking),
             ClusterStatus::Creating => Err(SqlRefusal::Creating),
             ClusterStatus::Deleting => Err(SqlRefusal::Deleting),
+            ClusterStatus::IncompatibleRestore => Err(SqlRefusal::NoVolume),
         }
     }
 
@@ -139,7 +158,10 @@ impl ClusterStatus {
 
     /// Whether the cluster has a volume its node can report on (not yet created, or going).
     pub fn has_volume(self) -> bool {
-        !matches!(self, ClusterStatus::Creating | ClusterStatus::Deleting)
+        !matches!(
+            self,
+            ClusterStatus::Creating | ClusterStatus::Deleting | ClusterStatus::IncompatibleRestore
+        )
     }
 
     /// The statuses shown as `inaccessible` while the cluster's storage node does not answer.
@@ -160,6 +182,8 @@ pub enum SqlRefusal {
     Creating,
     /// The cluster is going.
     Deleting,
+    /// The cluster's restore failed: it has no volume.
+    NoVolume,
 }
 
 /// The one engine: Aurora MySQL's name, so RDS tooling accepts the clusters; the SQL dialect
@@ -266,8 +290,53 @@ pub struct Cluster {
     pub tags: Vec<Tag>,
     /// The storage node holding the volume.
     pub node_id: String,
+    /// Shared by a cluster and its copy-on-write clones (RDS's `CloneGroupId`).
+    pub clone_group_id: Option<String>,
+    /// For a cluster made by RestoreDBClusterToPointInTime: what it was made from.
+    pub restored_from: Option<RestoredFrom>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// The source of a restored cluster, kept so its volume can be made (and made again, after a
+/// crash) exactly as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredFrom {
+    /// The source's identifier at the time.
+    pub cluster: ClusterId,
+    /// The source's volume (its resource id).
+    pub volume: String,
+    /// The instant of the source.
+    pub at: Timestamp,
+    pub restore_type: RestoreType,
+}
+
+/// RestoreDBClusterToPointInTime's `RestoreType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreType {
+    /// RDS's default: a volume that shares nothing with its source.
+    FullCopy,
+    /// A clone that shares its source's pages until either side changes them.
+    CopyOnWrite,
+}
+
+impl RestoreType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreType::FullCopy => "full-copy",
+            RestoreType::CopyOnWrite => "copy-on-write",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "full-copy" => Ok(RestoreType::FullCopy),
+            "copy-on-write" => Ok(RestoreType::CopyOnWrite),
+            other => Err(format!(
+                "Invalid RestoreType {other:?}: it must be full-copy or copy-on-write."
+            )),
+        }
+    }
 }
 
 impl Cluster {
@@ -407,8 +476,13 @@ mod tests {
         assert_eq!(accepting(ClusterStatus::accepts_modify), [Available]);
         assert_eq!(
             accepting(ClusterStatus::accepts_delete),
-            [Creating, Available, Modifying]
+            [Creating, Available, Modifying, IncompatibleRestore]
         );
+        assert_eq!(
+            accepting(ClusterStatus::accepts_restore),
+            [Available, Modifying, Backtracking]
+        );
+        assert_eq!(IncompatibleRestore.accepts_sql(), Err(SqlRefusal::NoVolume));
         assert_eq!(
             accepting(|s| s.accepts_sql().is_ok()),
             [Available, Modifying]
@@ -454,6 +528,8 @@ mod tests {
             master_username: None,
             tags: Vec::new(),
             node_id: "node-1".into(),
+            clone_group_id: None,
+            restored_from: None,
             created_at: now,
             updated_at: now,
         };

@@ -1,6 +1,6 @@
-//! The REST routes of CreateDBCluster, DescribeDBClusters, ModifyDBCluster and
-//! DeleteDBCluster: each parses its request, calls the operation (ops/clusters.rs) and
-//! renders the answer.
+//! The REST routes of CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster
+//! and RestoreDBClusterToPointInTime: each parses its request, calls the operation
+//! (ops/clusters.rs, ops/restore.rs) and renders the answer.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +13,7 @@ use crate::ops::clusters::{
     CreateDbClusterRequest, DbClusterMessage, DbClusterResult, DescribeDbClustersParams,
     ModifyDbClusterRequest,
 };
+use crate::ops::restore::RestoreDbClusterRequest;
 use crate::ops::Ops;
 
 /// A cluster named in a path: its identifier (case-insensitive; a letter first, then
@@ -122,4 +123,27 @@ pub async fn modify(
 pub async fn delete(State(ops): State<Ops>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let db_cluster = ops.delete_cluster(&id).await?;
     Ok(json(StatusCode::OK, &DbClusterResult { db_cluster }))
+}
+
+/// Makes a new cluster holding this cluster's state at an instant of its backtrack window
+/// (RestoreDBClusterToPointInTime): a copy-on-write clone, made in a time that does not
+/// depend on the size, or a full copy. The live cluster is not touched.
+#[utoipa::path(
+    post, path = "/v1/clusters/{SourceDBClusterIdentifier}/restore", tag = "clusters", operation_id = "RestoreDBClusterToPointInTime",
+    params(("SourceDBClusterIdentifier" = inline(ClusterRef), Path, description = "The cluster to restore from: identifier or ARN")),
+    request_body = RestoreDbClusterRequest,
+    responses(
+        (status = 201, description = "Created; `Status` is `creating` until the volume exists", body = DbClusterResult),
+        (status = 400, description = "InvalidParameterValue, InvalidParameterCombination (RestoreToTime with UseLatestRestorableTime, or neither), MissingParameter, InvalidRestoreFault (the instant is outside the source's window, or in the future), InvalidDBClusterStateFault, DBClusterAlreadyExistsFault", body = ErrorResponse),
+        (status = 404, description = "DBClusterNotFoundFault (the source)", body = ErrorResponse),
+        (status = 415, description = "UnsupportedMediaType", body = ErrorResponse),
+    )
+)]
+pub async fn restore(
+    State(ops): State<Ops>,
+    Path(source): Path<String>,
+    JsonBody(request): JsonBody<RestoreDbClusterRequest>,
+) -> Result<Response, ApiError> {
+    let db_cluster = ops.restore_cluster(Some(&source), request).await?;
+    Ok(json(StatusCode::CREATED, &DbClusterResult { db_cluster }))
 }

@@ -75,6 +75,7 @@ pub fn router(
                 .patch(clusters::modify)
                 .delete(clusters::delete),
         )
+        .route("/v1/clusters/{id}/restore", post(clusters::restore))
         .route(
             "/v1/clusters/{id}/backtracks",
             post(backtracks::create).get(backtracks::describe),

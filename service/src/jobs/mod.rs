@@ -22,14 +22,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backtrack_storage_node::api::BacktrackRequest;
+use backtrack_storage_node::api::{BacktrackRequest, CloneSource, ErrorCode};
 use backtrack_storage_node::client::CallError;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::{Config, Settings};
-use crate::domain::{Backtrack, Cluster, ClusterStatus, Timestamp};
+use crate::domain::{Backtrack, Cluster, ClusterStatus, RestoreType, Timestamp};
 use crate::events::{self, What};
 use crate::nodes::NodeRegistry;
 use crate::store::{JobOutcome, Store, StoreError};
@@ -183,15 +183,17 @@ impl BacktrackRunner {
 pub struct ClusterReconciler {
     store: Store,
     nodes: NodeRegistry,
+    settings: Arc<Settings>,
     /// The last error logged per cluster, so a node that stays down is not logged every poll.
     last_errors: Mutex<HashMap<String, String>>,
 }
 
 impl ClusterReconciler {
-    pub fn new(store: Store, nodes: NodeRegistry) -> Self {
+    pub fn new(store: Store, nodes: NodeRegistry, settings: Arc<Settings>) -> Self {
         ClusterReconciler {
             store,
             nodes,
+            settings,
             last_errors: Mutex::default(),
         }
     }
@@ -219,14 +221,36 @@ impl ClusterReconciler {
         };
         let volume = &cluster.resource_id;
         let (result, from, to) = match cluster.status {
-            ClusterStatus::Creating => (
-                client
-                    .create_volume(volume, cluster.backtrack_window)
-                    .await
-                    .map(drop),
-                ClusterStatus::Creating,
-                ClusterStatus::Available,
-            ),
+            ClusterStatus::Creating => match &cluster.restored_from {
+                None => (
+                    client
+                        .create_volume(volume, cluster.backtrack_window)
+                        .await
+                        .map(drop),
+                    ClusterStatus::Creating,
+                    ClusterStatus::Available,
+                ),
+                Some(restored) => {
+                    let source = CloneSource {
+                        volume_id: restored.volume.clone(),
+                        at_us: restored.at.as_micros(),
+                        full_copy: restored.restore_type == RestoreType::FullCopy,
+                    };
+                    match client
+                        .create_clone(volume, cluster.backtrack_window, &source)
+                        .await
+                    {
+                        Err(e) if refuses_restore_for_good(&e) => {
+                            return self.restore_failed(cluster, &e.to_string()).await
+                        }
+                        result => (
+                            result.map(drop),
+                            ClusterStatus::Creating,
+                            ClusterStatus::Available,
+                        ),
+                    }
+                }
+            },
             ClusterStatus::Modifying => (
                 client
                     .modify_volume(volume, cluster.backtrack_window)
@@ -247,7 +271,9 @@ impl ClusterReconciler {
                 }
                 return Ok(removed);
             }
-            ClusterStatus::Available | ClusterStatus::Backtracking => return Ok(false),
+            ClusterStatus::Available
+            | ClusterStatus::Backtracking
+            | ClusterStatus::IncompatibleRestore => return Ok(false),
         };
         if let Err(e) = result {
             self.note_error(cluster, e.to_string()).await;
@@ -264,6 +290,30 @@ impl ClusterReconciler {
         Ok(moved)
     }
 
+    /// The node will never make the restored volume (its source's history no longer holds
+    /// the instant, or the source is gone): the cluster says so and can only be deleted.
+    async fn restore_failed(&self, cluster: &Cluster, reason: &str) -> Result<bool, StoreError> {
+        let moved = self
+            .store
+            .transition_cluster(
+                &cluster.id,
+                &[ClusterStatus::Creating],
+                ClusterStatus::IncompatibleRestore,
+            )
+            .await?;
+        if moved {
+            tracing::warn!(cluster = %cluster.id, %reason, "restore refused by the storage node");
+            events::record(
+                &self.store,
+                &self.settings,
+                cluster.id.as_str(),
+                What::RestoreFailed(reason),
+            )
+            .await;
+        }
+        Ok(moved)
+    }
+
     async fn note_error(&self, cluster: &Cluster, error: String) {
         let mut last = self.last_errors.lock().await;
         if last.get(cluster.id.as_str()) != Some(&error) {
@@ -271,6 +321,12 @@ impl ClusterReconciler {
             last.insert(cluster.id.to_string(), error);
         }
     }
+}
+
+/// Whether a node's answer to a restore means it will never succeed. A time in the node's
+/// future is not: the node's clock may be a little behind this one's.
+fn refuses_restore_for_good(e: &CallError) -> bool {
+    !e.is_transient() && e.code() != Some(ErrorCode::TimeInFuture)
 }
 
 /// Wakes the workers when a handler has just recorded work for them.

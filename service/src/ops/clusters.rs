@@ -128,6 +128,9 @@ pub struct DbCluster {
     pub master_username: Option<String>,
     #[serde(rename = "TagList")]
     pub tag_list: Vec<Tag>,
+    /// Shared by a cluster and its copy-on-write clones; absent for a cluster never cloned.
+    #[serde(rename = "CloneGroupId", skip_serializing_if = "Option::is_none")]
+    pub clone_group_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -172,6 +175,10 @@ pub struct DescribeDbClustersParams {
     #[serde(rename = "db-cluster-resource-id", default, deserialize_with = "list")]
     #[param(value_type = Option<Vec<String>>)]
     pub db_cluster_resource_id: Vec<String>,
+    /// Filter: clone groups (`CloneGroupId`): a cluster and its copy-on-write clones.
+    #[serde(rename = "clone-group-id", default, deserialize_with = "list")]
+    #[param(value_type = Option<Vec<String>>)]
+    pub clone_group_id: Vec<String>,
 }
 
 impl Ops {
@@ -209,6 +216,8 @@ impl Ops {
             master_username: request.master_username,
             tags: request.tags,
             node_id: node,
+            clone_group_id: None,
+            restored_from: None,
             created_at: now,
             updated_at: now,
         };
@@ -221,7 +230,7 @@ impl Ops {
     }
 
     /// The node a new cluster goes on.
-    async fn place(&self) -> Result<String, ApiError> {
+    pub(super) async fn place(&self) -> Result<String, ApiError> {
         let per_node = self.store.clusters_per_node().await?;
         match self.nodes.place(&per_node) {
             Placement::On(node) => Ok(node),
@@ -256,6 +265,7 @@ impl Ops {
                 .collect::<Result<_, _>>()?,
             engines: params.engine,
             resource_ids: params.db_cluster_resource_id,
+            clone_group_ids: params.clone_group_id,
         };
         if let Some(one) = &params.db_cluster_identifier {
             // An explicit identifier must exist, as in RDS.
@@ -373,7 +383,7 @@ impl Ops {
 
     /// Asks the reconciler to act on the node now, so the common case answers with the final
     /// status; if the node does not answer, the background pass finishes later.
-    async fn converge_now(&self, cluster: Cluster) -> Result<Cluster, ApiError> {
+    pub(super) async fn converge_now(&self, cluster: Cluster) -> Result<Cluster, ApiError> {
         if !cluster.status.awaits_node() {
             return Ok(cluster);
         }
@@ -442,6 +452,7 @@ impl Ops {
             database_name: cluster.database_name.clone(),
             master_username: cluster.master_username.clone(),
             tag_list: cluster.tags.clone(),
+            clone_group_id: cluster.clone_group_id.clone(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod clusters;
 pub mod events;
 pub mod metrics;
 pub mod preview;
+pub mod restore;
 pub mod sql;
 pub mod tags;
 

@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::sql::Sql;
 use super::tx::Tx;
 use super::{Store, StoreError};
-use crate::domain::{Cluster, ClusterId, ClusterStatus, Tag, Timestamp};
+use crate::domain::{Cluster, ClusterId, ClusterStatus, RestoreType, RestoredFrom, Tag, Timestamp};
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
@@ -21,40 +21,54 @@ pub struct ClusterFilter {
     pub ids: Vec<String>,
     pub engines: Vec<String>,
     pub resource_ids: Vec<String>,
+    pub clone_group_ids: Vec<String>,
 }
 
 pub(super) const CLUSTER_COLUMNS: &str =
     "id, resource_id, engine, engine_version, status, backtrack_window, \
     backtrack_enabled_at, backtrack_ever_enabled, deletion_protection, http_endpoint_enabled, \
-    database_name, master_username, tags, node_id, created_at, updated_at";
+    database_name, master_username, tags, node_id, created_at, updated_at, clone_group_id, \
+    restored_from_cluster, restored_from_volume, restored_to, restore_type";
 
 impl Store {
     pub async fn insert_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO clusters ({CLUSTER_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        );
-        let query = sqlx::query(&sql)
-            .bind(c.id.as_str().to_string())
-            .bind(c.resource_id.clone())
-            .bind(c.engine.clone())
-            .bind(c.engine_version.clone());
-        let result = bind_state(query, c)
-            .bind(c.database_name.clone())
-            .bind(c.master_username.clone())
-            .bind(tags_to_json(&c.tags))
-            .bind(c.node_id.clone())
-            .bind(c.created_at.as_micros())
-            .bind(c.updated_at.as_micros())
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::ClusterExists(c.id.to_string()))
+        let mut tx = self.begin().await?;
+        let result = insert(&mut tx, c).await;
+        tx.finish(result).await
+    }
+
+    /// Inserts a cluster restored from `source`, in one transaction with the source's row
+    /// locked: `check` sees the source as it is and may refuse; a copy-on-write clone joins
+    /// the source's clone group, which the source gets if it has none.
+    pub async fn insert_restored<F, E>(
+        &self,
+        clone: &mut Cluster,
+        source: &ClusterId,
+        join_clone_group: bool,
+        check: F,
+    ) -> Result<(), E>
+    where
+        F: FnOnce(&Cluster) -> Result<(), E>,
+        E: From<StoreError>,
+    {
+        let mut tx = self.begin().await?;
+        let result = async {
+            let mut locked = self.locked_cluster(&mut tx, source).await?;
+            check(&locked)?;
+            if join_clone_group {
+                let group = locked
+                    .clone_group_id
+                    .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+                    .clone();
+                clone.clone_group_id = Some(group);
+                locked.updated_at = Timestamp::now().max(locked.updated_at);
+                write_cluster(&mut tx, &locked).await?;
             }
-            Err(e) => Err(e.into()),
+            insert(&mut tx, clone).await?;
+            Ok(())
         }
+        .await;
+        tx.finish(result).await
     }
 
     pub async fn cluster(&self, id: &ClusterId) -> Result<Cluster, StoreError> {
@@ -82,6 +96,7 @@ impl Store {
         sql.any_of("id", &filter.ids);
         sql.any_of("engine", &filter.engines);
         sql.any_of("resource_id", &filter.resource_ids);
+        sql.any_of("clone_group_id", &filter.clone_group_ids);
         if let Some(after) = after {
             sql.push_bound(" AND id > ", after.to_string());
         }
@@ -197,16 +212,52 @@ impl Store {
     }
 }
 
+async fn insert(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO clusters ({CLUSTER_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21)"
+    );
+    let query = sqlx::query(&sql)
+        .bind(c.id.as_str().to_string())
+        .bind(c.resource_id.clone())
+        .bind(c.engine.clone())
+        .bind(c.engine_version.clone());
+    let from = c.restored_from.as_ref();
+    let result = bind_state(query, c)
+        .bind(c.database_name.clone())
+        .bind(c.master_username.clone())
+        .bind(tags_to_json(&c.tags))
+        .bind(c.node_id.clone())
+        .bind(c.created_at.as_micros())
+        .bind(c.updated_at.as_micros())
+        .bind(c.clone_group_id.clone())
+        .bind(from.map(|f| f.cluster.to_string()))
+        .bind(from.map(|f| f.volume.clone()))
+        .bind(from.map(|f| f.at.as_micros()))
+        .bind(from.map(|f| f.restore_type.as_str()))
+        .execute(&mut **tx)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::ClusterExists(c.id.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(super) async fn write_cluster(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
     let query = sqlx::query(
         "UPDATE clusters SET status = $1, backtrack_window = $2, backtrack_enabled_at = $3, \
          backtrack_ever_enabled = $4, deletion_protection = $5, http_endpoint_enabled = $6, \
-         tags = $7, node_id = $8, updated_at = $9 WHERE id = $10",
+         tags = $7, node_id = $8, updated_at = $9, clone_group_id = $10 WHERE id = $11",
     );
     bind_state(query, c)
         .bind(tags_to_json(&c.tags))
         .bind(c.node_id.clone())
         .bind(c.updated_at.as_micros())
+        .bind(c.clone_group_id.clone())
         .bind(c.id.as_str().to_string())
         .execute(&mut **tx)
         .await?;
@@ -247,9 +298,24 @@ fn cluster_from_row(row: &AnyRow) -> Result<Cluster, StoreError> {
         tags: serde_json::from_str(&tags)
             .map_err(|e| StoreError::Invalid(format!("bad tags column: {e}")))?,
         node_id: row.try_get("node_id")?,
+        clone_group_id: row.try_get("clone_group_id")?,
+        restored_from: restored_from(row)?,
         created_at: Timestamp::from_micros(row.try_get("created_at")?),
         updated_at: Timestamp::from_micros(row.try_get("updated_at")?),
     })
+}
+
+fn restored_from(row: &AnyRow) -> Result<Option<RestoredFrom>, StoreError> {
+    let Some(cluster) = row.try_get::<Option<String>, _>("restored_from_cluster")? else {
+        return Ok(None);
+    };
+    let restore_type: String = row.try_get("restore_type")?;
+    Ok(Some(RestoredFrom {
+        cluster: ClusterId::from_trusted(cluster),
+        volume: row.try_get("restored_from_volume")?,
+        at: Timestamp::from_micros(row.try_get("restored_to")?),
+        restore_type: RestoreType::parse(&restore_type).map_err(StoreError::Invalid)?,
+    }))
 }
 
 fn tags_to_json(tags: &[Tag]) -> String {

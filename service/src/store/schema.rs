@@ -27,10 +27,12 @@ macro_rules! files {
 const SQLITE: Files = files!("sqlite":
     1 "0001_clusters_and_backtracks",
     2 "0002_metering_and_events",
+    3 "0003_clones",
 );
 const POSTGRES: Files = files!("postgres":
     1 "0001_clusters_and_backtracks",
     2 "0002_metering_and_events",
+    3 "0003_clones",
 );
 
 type Resolved = std::pin::Pin<

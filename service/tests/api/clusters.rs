@@ -393,3 +393,59 @@ async fn live_figures_from_the_node_are_shown() {
     assert_eq!(cluster["BacktrackConsumedChangeRecords"], 1234);
     assert_eq!(cluster["EarliestBacktrackTime"], "2023-11-14T22:13:20.000Z");
 }
+
+#[tokio::test]
+async fn a_restore_the_node_refuses_for_good_is_incompatible_restore_and_can_be_deleted() {
+    let app = spawn_app().await;
+    app.create_cluster("src", 3600).await;
+    // The node answers every clone with "before the earliest restorable time", as it would
+    // once the source's history moved past the instant between the check and the call.
+    Mock::given(method("PUT"))
+        .and(path_regex("^/v1/volumes/[^/]+$"))
+        .and(wiremock::matchers::body_string_contains("\"source\""))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "code": "before_earliest",
+            "message": "the requested time is before the earliest restorable time",
+        })))
+        .with_priority(1)
+        .mount(&app.node)
+        .await;
+    let (status, body) = app
+        .post(
+            "/v1/clusters/src/restore",
+            json!({"DBClusterIdentifier": "late", "RestoreType": "copy-on-write", "UseLatestRestorableTime": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["DBCluster"]["Status"], "incompatible-restore",
+        "{body}"
+    );
+    assert_eq!(app.cluster_status("late").await, "incompatible-restore");
+    let (_, events) = app
+        .get("/v1/events?SourceType=db-cluster&SourceIdentifier=late")
+        .await;
+    assert!(
+        events["Events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["Message"]
+                .as_str()
+                .unwrap()
+                .starts_with("The restore failed")),
+        "{events}"
+    );
+    // It takes no SQL and no modification, and goes when deleted.
+    let (status, body) = app
+        .patch("/v1/clusters/late", json!({"DeletionProtection": true}))
+        .await;
+    assert_error(status, &body, 400, "InvalidDBClusterStateFault");
+    let (status, body) = app.delete("/v1/clusters/late").await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.get("/v1/clusters/late").await.0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -425,6 +425,7 @@ impl Respond for VolumeEcho {
             bytes_on_disk: 0,
             open_transactions: 0,
             switching: false,
+            clone_of: None,
         };
         ResponseTemplate::new(200).set_body_json(figures)
     }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod backtracks;
+mod clones;
 mod clusters;
 mod e2e;
 mod faults;

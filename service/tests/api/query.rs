@@ -677,9 +677,10 @@ async fn every_mistake_is_an_error_response_with_rds_code_and_status() {
                 ("Action", "RestoreDBClusterToPointInTime"),
                 V,
                 ("DBClusterIdentifier", "c2"),
+                ("SourceDBClusterIdentifier", "c1"),
             ],
             400,
-            "InvalidAction",
+            "InvalidParameterCombination",
         ),
     ] {
         let reply = call(&app, &form).await;

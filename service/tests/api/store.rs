@@ -1,7 +1,8 @@
 //! The store's own guarantees, on whichever backend the run uses.
 
 use backtrack_service::domain::{
-    new_resource_id, Backtrack, BacktrackStatus, Cluster, ClusterId, ClusterStatus, Timestamp,
+    new_resource_id, Backtrack, BacktrackStatus, Cluster, ClusterId, ClusterStatus, RestoreType,
+    RestoredFrom, Timestamp,
 };
 use backtrack_service::store::{JobOutcome, Store, StoreError};
 use uuid::Uuid;
@@ -25,6 +26,8 @@ fn cluster(id: &str) -> Cluster {
         master_username: None,
         tags: vec![],
         node_id: "node-a".into(),
+        clone_group_id: None,
+        restored_from: None,
         created_at: now,
         updated_at: now,
     }
@@ -303,7 +306,8 @@ async fn a_database_made_by_the_old_migration_runner_is_carried_over_and_keeps_i
         .await
         .unwrap();
     let versions: Vec<i64> = applied.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1, 2], "{dir}");
+    // The two carried over, and the ones after them applied.
+    assert_eq!(versions, [1, 2, 3], "{dir}");
     assert!(
         sqlx::query("SELECT 1 FROM schema_migrations")
             .fetch_all(&mut conn)
@@ -313,4 +317,76 @@ async fn a_database_made_by_the_old_migration_runner_is_carried_over_and_keeps_i
     );
     // Opening again applies nothing (checksums match).
     Store::connect(&db.url).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restored_cluster_keeps_its_source_and_joins_the_clone_group_in_one_transaction() {
+    let db = TestDb::new().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let source = cluster("source");
+    store.insert_cluster(&source).await.unwrap();
+    let restored = |id: &str, restore_type| {
+        let mut c = cluster(id);
+        c.status = ClusterStatus::Creating;
+        c.restored_from = Some(RestoredFrom {
+            cluster: source.id.clone(),
+            volume: source.resource_id.clone(),
+            at: Timestamp::from_micros(1_700_000_000_123_456),
+            restore_type,
+        });
+        c
+    };
+    // A refusal by the check leaves nothing: no clone, no group on the source.
+    let mut refused = restored("refused", RestoreType::CopyOnWrite);
+    let err = store
+        .insert_restored(&mut refused, &source.id, true, |_| {
+            Err(StoreError::InvalidState("no".into()))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState(_)), "{err}");
+    assert!(store.cluster(&refused.id).await.is_err());
+    assert_eq!(
+        store.cluster(&source.id).await.unwrap().clone_group_id,
+        None
+    );
+
+    let mut first = restored("first", RestoreType::CopyOnWrite);
+    store
+        .insert_restored(&mut first, &source.id, true, |_| Ok::<_, StoreError>(()))
+        .await
+        .unwrap();
+    let group = store.cluster(&source.id).await.unwrap().clone_group_id;
+    assert!(group.is_some());
+    let read = store.cluster(&first.id).await.unwrap();
+    assert_eq!(read.clone_group_id, group);
+    assert_eq!(read.restored_from, first.restored_from);
+    // The next clone joins the same group; a full copy joins none.
+    let mut second = restored("second", RestoreType::CopyOnWrite);
+    store
+        .insert_restored(&mut second, &source.id, true, |_| Ok::<_, StoreError>(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cluster(&second.id).await.unwrap().clone_group_id,
+        group
+    );
+    let mut copy = restored("copy", RestoreType::FullCopy);
+    store
+        .insert_restored(&mut copy, &source.id, false, |_| Ok::<_, StoreError>(()))
+        .await
+        .unwrap();
+    let read = store.cluster(&copy.id).await.unwrap();
+    assert_eq!(read.clone_group_id, None);
+    assert_eq!(
+        read.restored_from.unwrap().restore_type,
+        RestoreType::FullCopy
+    );
+    // A name taken is refused and changes nothing.
+    let mut again = restored("first", RestoreType::CopyOnWrite);
+    let err = store
+        .insert_restored(&mut again, &source.id, true, |_| Ok::<_, StoreError>(()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ClusterExists(_)), "{err}");
 }

@@ -178,6 +178,10 @@ impl From<SqlError> for DataApiError {
             SqlError::Refused(id, SqlRefusal::Creating) => {
                 Self::unavailable(format!("DB cluster {id} is still being created."))
             }
+            SqlError::Refused(id, SqlRefusal::NoVolume) => Self::new(
+                InvalidResourceState,
+                format!("DB cluster {id} has no data: its restore failed (status incompatible-restore)."),
+            ),
             SqlError::Refused(id, SqlRefusal::Deleting) => Self::new(
                 InvalidResourceState,
                 format!("DB cluster {id} is being deleted."),

@@ -177,15 +177,18 @@ async fn dispatch(
             ops.remove_tags(input(decode(&REMOVE_TAGS)?)?).await?;
             reply!(Map::new())
         }
-        "RestoreDBClusterToPointInTime" => Err(ApiError::InvalidAction(
-            "RestoreDBClusterToPointInTime (clones) is not available yet on this service.".into(),
-        )),
+        "RestoreDBClusterToPointInTime" => {
+            let cluster = ops.restore_cluster(None, input(decode(&RESTORE)?)?).await?;
+            reply!(DbClusterResult {
+                db_cluster: cluster
+            })
+        }
         other => Err(ApiError::InvalidAction(format!(
             "The action {other} is not valid for this web service. Backtrack serves \
              CreateDBCluster, DescribeDBClusters, ModifyDBCluster, DeleteDBCluster, \
              BacktrackDBCluster, DescribeDBClusterBacktracks, DescribeEvents, \
-             DescribeEventCategories, AddTagsToResource, ListTagsForResource and \
-             RemoveTagsFromResource."
+             DescribeEventCategories, RestoreDBClusterToPointInTime, AddTagsToResource, \
+             ListTagsForResource and RemoveTagsFromResource."
         ))),
     }
 }
@@ -270,6 +273,56 @@ static CREATE: Input = Input {
         "TagSpecifications",
         "MasterUserAuthenticationType",
         "WithExpressConfiguration",
+        "AssociatedRoles",
+    ],
+};
+
+static RESTORE: Input = Input {
+    members: &[
+        ("DBClusterIdentifier", Shape::Str),
+        ("SourceDBClusterIdentifier", Shape::Str),
+        ("RestoreType", Shape::Str),
+        ("RestoreToTime", Shape::Str),
+        ("UseLatestRestorableTime", Shape::Bool),
+        ("BacktrackWindow", Shape::Int),
+        ("DeletionProtection", Shape::Bool),
+        ("EnableHttpEndpoint", Shape::Bool),
+        ("MasterUserPassword", Shape::Str),
+        ("Tags", TAGS),
+    ],
+    ignored: &[
+        "Port",
+        "DBSubnetGroupName",
+        "OptionGroupName",
+        "VpcSecurityGroupIds",
+        "KmsKeyId",
+        "EnableIAMDatabaseAuthentication",
+        "EnableCloudwatchLogsExports",
+        "DBClusterParameterGroupName",
+        "CopyTagsToSnapshot",
+        "Domain",
+        "DomainIAMRoleName",
+        "DBClusterInstanceClass",
+        "StorageType",
+        "PubliclyAccessible",
+        "Iops",
+        "NetworkType",
+        "SourceDbClusterResourceId",
+        "ServerlessV2ScalingConfiguration",
+        "ScalingConfiguration",
+        "EngineMode",
+        "RdsCustomClusterConfiguration",
+        "MonitoringInterval",
+        "MonitoringRoleArn",
+        "EnablePerformanceInsights",
+        "PerformanceInsightsKMSKeyId",
+        "PerformanceInsightsRetentionPeriod",
+        "BackupRetentionPeriod",
+        "PreferredBackupWindow",
+        "EngineLifecycleSupport",
+        "TagSpecifications",
+        "EnableVPCNetworking",
+        "EnableInternetAccessGateway",
         "AssociatedRoles",
     ],
 };
