@@ -19,6 +19,10 @@
 //!    written inside the window (the worst case: every page has versions in the log), vs
 //!    reading both states whole (what a preview that diffed the tables would cost). Goal: the
 //!    1 GB figure within 2x of the 10 MB one.
+//! 6. clone creation at the node (copy-on-write, at an instant of the window) on sources of
+//!    10 MB, 100 MB and 1 GB, vs a plain copy of the same database file (what a full copy
+//!    costs at least) and our own full copy; and the disk a clone takes, new and after 100
+//!    rows changed in it. Goals: under 100 ms, 1 GB within 2x of 10 MB, only its own writes.
 //!
 //! `quick` shrinks every size tenfold, for a smoke run; naming parts (`commits`, or just `one`
 //! or `many` of them; `backtracks`; `restart`) runs only those.
@@ -72,6 +76,15 @@ fn main() {
         let mut last = small;
         for mb in [100u64, 1000] {
             last = preview_time(&root, mb / scale);
+        }
+        println!("   largest / 10 MB = {:.2} (goal: within 2x)", last / small);
+    }
+    if part("clones") {
+        println!("\n6. clone creation at the node, the whole source written inside its window:");
+        let small = clone_time(&root, 10 / scale.min(10));
+        let mut last = small;
+        for mb in [100u64, 1000] {
+            last = clone_time(&root, mb / scale);
         }
         println!("   largest / 10 MB = {:.2} (goal: within 2x)", last / small);
     }
@@ -373,14 +386,9 @@ fn disk(root: &Path, run: Duration) {
 /// One row per page: 3,500-byte rows.
 const ROW: usize = 3500;
 
-/// Milliseconds of a preview (median of 5) on a database of `megabytes`, printed beside a
-/// whole-table diff of the same two states.
-fn preview_time(root: &Path, megabytes: u64) -> f64 {
-    let dir = root.join(format!("preview-{megabytes}mb"));
-    let mut config = EngineConfig::new(&dir);
-    config.maintenance_interval = Duration::from_secs(3600);
-    config.log_budget_bytes = 64 << 30;
-    let engine = Engine::open(config).unwrap();
+/// Creates volume `v0` with a table `t` of `megabytes` of rows, written inside its window;
+/// returns the number of rows.
+fn load(engine: &Engine, megabytes: u64) -> u64 {
     engine.create_volume("v0", 3600).unwrap();
     let rows = megabytes * 1_000_000 / ROW as u64;
     engine
@@ -399,6 +407,95 @@ fn preview_time(root: &Path, megabytes: u64) -> f64 {
         engine.execute("v0", &sql(&load, vec![])).unwrap();
         loaded += n;
     }
+    rows
+}
+
+/// Milliseconds to create a clone at the node (median of 5) of a source of `megabytes`,
+/// printed beside a plain copy of the same database file and a full copy.
+fn clone_time(root: &Path, megabytes: u64) -> f64 {
+    let dir = root.join(format!("clone-{megabytes}mb"));
+    let mut config = EngineConfig::new(&dir);
+    config.maintenance_interval = Duration::from_secs(3600);
+    let engine = Engine::open(config).unwrap();
+    let rows = load(&engine, megabytes);
+    // A plain SQLite file of the same rows, and what copying it durably costs.
+    let plain = dir.join("plain.db");
+    {
+        let conn = Connection::open(&plain).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO t (v) SELECT randomblob({ROW}) FROM n;"
+        ))
+        .unwrap();
+    }
+    let mut copies = Vec::new();
+    for i in 0..3 {
+        let target = dir.join(format!("copy-{i}.db"));
+        let started = Instant::now();
+        std::fs::copy(&plain, &target).unwrap();
+        std::fs::File::open(&target).unwrap().sync_all().unwrap();
+        copies.push(started.elapsed().as_secs_f64() * 1000.0);
+        std::fs::remove_file(&target).unwrap();
+    }
+    let source = |full_copy| backtrack_storage_node::api::CloneSource {
+        volume_id: "v0".into(),
+        at_us: engine.now_us(),
+        full_copy,
+    };
+    let mut clones = Vec::new();
+    let mut new_bytes = 0;
+    for i in 0..5 {
+        let source = source(false);
+        let started = Instant::now();
+        let figures = engine
+            .create_clone(&format!("c{i}"), 3600, &source)
+            .unwrap();
+        clones.push(started.elapsed().as_secs_f64() * 1000.0);
+        new_bytes = figures.bytes_on_disk;
+        // The source goes on between clones.
+        engine
+            .execute(
+                "v0",
+                &sql("UPDATE t SET v = randomblob(10) WHERE id = 1", vec![]),
+            )
+            .unwrap();
+    }
+    for i in 0..100 {
+        let id = i * rows / 100 + 1;
+        let update = format!("UPDATE t SET v = randomblob(100) WHERE id = {id}");
+        engine.execute("c0", &sql(&update, vec![])).unwrap();
+    }
+    let written = engine.figures("c0").unwrap().bytes_on_disk;
+    let started = Instant::now();
+    engine.create_clone("full", 3600, &source(true)).unwrap();
+    let full = started.elapsed().as_secs_f64() * 1000.0;
+    let file = std::fs::metadata(&plain).unwrap().len();
+    let clone = median(clones);
+    let copy = median(copies);
+    println!(
+        "   {megabytes:>5} MB: clone {clone:7.2} ms; plain file copy {copy:8.1} ms ({:.0}x the clone); \
+         our full copy {full:8.1} ms; clone's disk: {} KiB new, {} KiB after 100 rows changed \
+         (the database is {} KiB)",
+        copy / clone,
+        new_bytes / 1024,
+        written / 1024,
+        file / 1024
+    );
+    engine.close();
+    let _ = std::fs::remove_dir_all(&dir);
+    clone
+}
+
+/// Milliseconds of a preview (median of 5) on a database of `megabytes`, printed beside a
+/// whole-table diff of the same two states.
+fn preview_time(root: &Path, megabytes: u64) -> f64 {
+    let dir = root.join(format!("preview-{megabytes}mb"));
+    let mut config = EngineConfig::new(&dir);
+    config.maintenance_interval = Duration::from_secs(3600);
+    config.log_budget_bytes = 64 << 30;
+    let engine = Engine::open(config).unwrap();
+    let rows = load(&engine, megabytes);
     let to_us = engine.now_us();
     // 100 changed rows: 50 updated, 25 deleted, 25 inserted, spread over the table.
     for i in 0..50 {
