@@ -18,7 +18,9 @@
 //! 5. the backtrack preview with 100 changed rows on databases of 10 MB, 100 MB and 1 GB, all
 //!    written inside the window (the worst case: every page has versions in the log), vs
 //!    reading both states whole (what a preview that diffed the tables would cost). Goal: the
-//!    1 GB figure within 2x of the 10 MB one.
+//!    1 GB figure within 2x of the 10 MB one. (A 10 MB database still fits in the log's
+//!    in-memory recent writes, so the 1 GB / 100 MB ratio is printed too: the same reads from
+//!    the segment files, one b-tree level more.)
 //! 6. clone creation at the node (copy-on-write, at an instant of the window) on sources of
 //!    10 MB, 100 MB and 1 GB, vs a plain copy of the same database file (what a full copy
 //!    costs at least) and our own full copy; and the disk a clone takes, new and after 100
@@ -73,11 +75,16 @@ fn main() {
     if part("preview") {
         println!("\n5. backtrack preview with 100 changed rows, the whole database written inside the window:");
         let small = preview_time(&root, 10 / scale.min(10));
-        let mut last = small;
-        for mb in [100u64, 1000] {
-            last = preview_time(&root, mb / scale);
-        }
-        println!("   largest / 10 MB = {:.2} (goal: within 2x)", last / small);
+        let middle = preview_time(&root, 100 / scale);
+        let last = preview_time(&root, 1000 / scale);
+        // A 10 MB database fits in the log's 32 MiB of recent writes, kept in memory: its
+        // pages are copied, where the larger ones' are read from the segment files.
+        println!(
+            "   largest / 10 MB = {:.2} (goal: within 2x); largest / 100 MB = {:.2} (both read \
+             from the segment files, not the log's in-memory recent writes)",
+            last / small,
+            last / middle
+        );
     }
     if part("clones") {
         println!("\n6. clone creation at the node, the whole source written inside its window:");
