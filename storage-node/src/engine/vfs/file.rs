@@ -13,7 +13,7 @@ use libsqlite3_sys as ffi;
 use super::{fail, lookup, VfsFailure};
 use crate::api::ErrorCode;
 use crate::engine::log::PAGE_SIZE;
-use crate::engine::volume::{Snapshot, Volume};
+use crate::engine::volume::{Pin, Snapshot, Volume};
 
 /// Our `sqlite3_file`: SQLite's header, then a pointer to the handle's Rust state.
 #[repr(C)]
@@ -29,6 +29,8 @@ struct FileState {
     lock: c_int,
     /// The state this handle reads, from SHARED until NONE.
     snapshot: Option<Snapshot>,
+    /// Keeps `snapshot` readable: no fold moves past it while it is read.
+    pin: Option<Pin>,
     /// The transaction being written, from RESERVED until commit or rollback.
     stage: Option<Stage>,
 }
@@ -114,6 +116,9 @@ impl FileState {
             .commit(&stage.base, &stage.pages, stage.db_pages)
         {
             Ok(snapshot) => {
+                // This handle now reads after its commit: pinned before the writer lock goes,
+                // so no later commit can be folded under it first.
+                self.pin = Some(self.volume.pin_latest(&snapshot));
                 self.snapshot = Some(snapshot);
                 self.end_write();
                 ffi::SQLITE_OK
@@ -225,6 +230,7 @@ pub(super) unsafe extern "C" fn x_open(
             fixed,
             lock: ffi::SQLITE_LOCK_NONE,
             snapshot: None,
+            pin: None,
             stage: None,
         });
         // SAFETY: `file` has room for a VolumeFile (szOsFile); we initialize both fields, and
@@ -352,7 +358,14 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
         // SAFETY: see `state`.
         let st = unsafe { state(file) };
         if st.snapshot.is_none() {
-            st.snapshot = Some(st.current());
+            match &st.fixed {
+                Some(fixed) => st.snapshot = Some(fixed.clone()),
+                None => {
+                    let (snapshot, pin) = st.volume.snapshot_pinned();
+                    st.snapshot = Some(snapshot);
+                    st.pin = Some(pin);
+                }
+            }
         }
         if level >= ffi::SQLITE_LOCK_RESERVED {
             let rc = st.reserve();
@@ -374,6 +387,7 @@ unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_i
         }
         if level == ffi::SQLITE_LOCK_NONE {
             st.snapshot = None;
+            st.pin = None;
         }
         st.lock = level;
         ffi::SQLITE_OK

@@ -39,13 +39,18 @@ impl Volume {
         forced: bool,
     ) -> Result<bool, VolumeError> {
         let _one_at_a_time = self.maintenance.lock().unwrap();
-        // An open view's instant caps the fold, the log budget's too: the budget then waits
-        // for the view to close.
-        let cap = self.earliest_pin();
-        let time_us = cap.map_or(time_us, |pin| time_us.min(pin));
+        // An open view's instant caps the fold, and so does an open reader's; the log
+        // budget's too: it then waits for them to close. The plan is made with the pins held,
+        // so a reader starting meanwhile reads at least the horizon planned.
         let plan = {
+            let pins = self.pins.lock().unwrap();
+            let cap = pins.values().min().copied();
+            let time_us = cap.map_or(time_us, |pin| time_us.min(pin));
             let st = self.state.read().unwrap();
-            match plan_fold(&st, time_us, through, cap) {
+            let plan = plan_fold(&st, time_us, through, cap);
+            drop(st);
+            drop(pins);
+            match plan {
                 Some(plan) => plan,
                 None => return Ok(false),
             }
@@ -85,7 +90,8 @@ impl Volume {
     }
 }
 
-fn time_of_lsn(timeline: &Timeline, lsn: Lsn) -> Option<i64> {
+/// When `lsn` (a commit or a backtrack) happened; `None` for the base or an unknown LSN.
+pub(super) fn time_of_lsn(timeline: &Timeline, lsn: Lsn) -> Option<i64> {
     let commit = timeline.commits.partition_point(|c| c.lsn <= lsn);
     let commit_time = commit.checked_sub(1).map(|i| timeline.commits[i].time_us);
     let event = timeline.events.partition_point(|e| e.lsn <= lsn);

@@ -219,7 +219,7 @@ struct WriterLock {
 
 /// One cluster's page store.
 ///
-/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `state`, then `pins`;
+/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `pins`, then `state`;
 /// `page0`, the base file and the log are used with no lock of the volume held for writing
 /// (`state` is written only after the log has answered). A writer holds the writer lock across many calls
 /// (from SQLite's RESERVED lock to its commit or rollback), through a [`Reservation`] or the
@@ -247,8 +247,9 @@ pub struct Volume {
     page0: Mutex<Option<(Lsn, Arc<[u8]>)>>,
     /// The most pages one transaction may stage (they are held in memory until it commits).
     transaction_limit_pages: AtomicUsize,
-    /// Instants that open views read (see [`Pin`]): no fold moves the horizon past the
-    /// earliest, so every version they read stays. Taken with `maintenance` held.
+    /// Instants that open views and open readers read (see [`Pin`]): no fold moves the
+    /// horizon past the earliest, so every version they read stays. A fold plans with it
+    /// held.
     pins: Mutex<BTreeMap<u64, i64>>,
     next_pin: AtomicU64,
     /// For a clone still sharing pages with its source: the source, and which pages the

@@ -45,8 +45,9 @@ impl Volume {
         check_instant(&st, time_us, now)?;
         let state = st.timeline.state_at(time_us);
         let head_lsn = st.timeline.lsn_at(time_us);
-        let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
-        self.pins.lock().unwrap().insert(id, time_us);
+        // `state` is not held while `pins` is taken (a fold takes them the other way round).
+        drop(st);
+        let pin = self.pin(time_us);
         let snapshot = Snapshot {
             live: Arc::new(state.live),
             db_pages: state.db_pages,
@@ -54,12 +55,54 @@ impl Volume {
             // Constant for the view's life: SQLite's cache of it never goes stale.
             counter: head_lsn.0 as u32 ^ 0x5eed_0000,
         };
-        let pin = Pin {
+        Ok((snapshot, pin))
+    }
+
+    /// The current state, for a reader starting now, pinned until the reader is done: a fold
+    /// never moves past what an open read transaction reads. Taken with `pins` held, so a fold
+    /// (which plans with `pins` held) either sees this pin or plans a horizon this snapshot
+    /// already includes.
+    pub fn snapshot_pinned(self: &Arc<Self>) -> (Snapshot, Pin) {
+        let pins = self.pins.lock().unwrap();
+        let snapshot = self.snapshot();
+        let pin = self.pin_locked(pins, &snapshot);
+        (snapshot, pin)
+    }
+
+    /// Pins `snapshot`, which must still be the latest state (as after a commit, with the
+    /// writer lock still held): see [`Volume::snapshot_pinned`].
+    pub fn pin_latest(self: &Arc<Self>, snapshot: &Snapshot) -> Pin {
+        let pins = self.pins.lock().unwrap();
+        self.pin_locked(pins, snapshot)
+    }
+
+    fn pin_locked(
+        self: &Arc<Self>,
+        mut pins: std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, i64>>,
+        snapshot: &Snapshot,
+    ) -> Pin {
+        let time_us = {
+            let st = self.state.read().unwrap();
+            super::fold::time_of_lsn(&st.timeline, snapshot.head_lsn)
+                .unwrap_or(st.timeline.base_time_us)
+        };
+        let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
+        pins.insert(id, time_us);
+        Pin {
             volume: self.clone(),
             id,
             time_us,
-        };
-        Ok((snapshot, pin))
+        }
+    }
+
+    fn pin(self: &Arc<Self>, time_us: i64) -> Pin {
+        let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
+        self.pins.lock().unwrap().insert(id, time_us);
+        Pin {
+            volume: self.clone(),
+            id,
+            time_us,
+        }
     }
 
     /// The pages whose bytes may differ between two snapshots: those written by a commit that
@@ -103,10 +146,5 @@ impl Volume {
     /// The node's clock, as the volume's history is dated.
     pub fn now_us(&self) -> i64 {
         self.clock.now_us()
-    }
-
-    /// The earliest instant an open view reads, which no fold may pass.
-    pub(super) fn earliest_pin(&self) -> Option<i64> {
-        self.pins.lock().unwrap().values().min().copied()
     }
 }
