@@ -187,14 +187,7 @@ impl Ops {
         now: Timestamp,
     ) -> Result<Timestamp, ApiError> {
         let id = &cluster.id;
-        let figures = self
-            .nodes
-            .volume_figures(&cluster.node_id, &cluster.resource_id)
-            .await;
-        let earliest = match &figures {
-            Some(f) => f.earliest_restorable_us.map(Timestamp::from_micros),
-            None => cluster.earliest_backtrack_time(now),
-        };
+        let (figures, earliest) = self.history(cluster, now).await;
         let mut target = requested;
         if let Some(earliest) = earliest.filter(|e| requested < *e) {
             if !use_earliest {

@@ -20,6 +20,7 @@ pub mod tags;
 
 use std::sync::Arc;
 
+use backtrack_storage_node::api::VolumeFigures;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::Settings;
@@ -46,6 +47,25 @@ impl Ops {
     pub async fn cluster(&self, named: &str) -> Result<Cluster, ApiError> {
         let id = parse_cluster_ref(&self.settings, named)?;
         Ok(self.store.cluster(&id).await?)
+    }
+
+    /// The cluster's live figures, when its node answers, and the earliest instant its
+    /// history reaches: the node's (its actual window), else what the metadata implies (the
+    /// node then decides when it is called).
+    async fn history(
+        &self,
+        cluster: &Cluster,
+        now: Timestamp,
+    ) -> (Option<VolumeFigures>, Option<Timestamp>) {
+        let figures = self
+            .nodes
+            .volume_figures(&cluster.node_id, &cluster.resource_id)
+            .await;
+        let earliest = match &figures {
+            Some(f) => f.earliest_restorable_us.map(Timestamp::from_micros),
+            None => cluster.earliest_backtrack_time(now),
+        };
+        (figures, earliest)
     }
 
     /// Records an event about a cluster (see [`crate::events::record`]).

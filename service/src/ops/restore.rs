@@ -207,15 +207,7 @@ impl Ops {
                 source.id
             )));
         }
-        let figures = self
-            .nodes
-            .volume_figures(&source.node_id, &source.resource_id)
-            .await;
-        let earliest = match &figures {
-            Some(f) => f.earliest_restorable_us.map(Timestamp::from_micros),
-            None => source.earliest_backtrack_time(now),
-        };
-        match earliest {
+        match self.history(source, now).await.1 {
             Some(earliest) if at >= earliest => Ok(()),
             Some(earliest) => Err(ApiError::InvalidRestore(format!(
                 "The RestoreToTime {at} is before the earliest restorable time of DB cluster {}, {earliest}.",
