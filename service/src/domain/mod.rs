@@ -220,6 +220,38 @@ pub fn validate_engine(
 }
 
 /// Checks tags as RDS does: keys of 1-128 characters, values of at most 256.
+/// A master user name: 1 to 63 letters, digits and underscores, a letter first (PostgreSQL's
+/// identifier rules, which every driver accepts unquoted).
+pub fn validate_master_username(name: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_alphabetic()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "The parameter MasterUsername is not valid: {name:?}. It must be 1 to 63 letters, \
+             digits and underscores, beginning with a letter."
+        ))
+    }
+}
+
+/// A master password, as RDS takes them: 8 to 128 printable ASCII characters other than `/`,
+/// `'`, `"`, `@` and space. (Printable ASCII is also what SCRAM's SASLprep leaves as it is, so
+/// every client derives the same key from it.)
+pub fn validate_master_password(password: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_graphic() && !matches!(b, b'/' | b'\'' | b'"' | b'@');
+    if (8..=128).contains(&password.len()) && password.bytes().all(allowed) {
+        Ok(())
+    } else {
+        Err(
+            "The parameter MasterUserPassword is not a valid password. It must be 8 to 128 \
+             printable ASCII characters other than /, ', \", @ and space."
+                .into(),
+        )
+    }
+}
+
 pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
     match tags
         .iter()
@@ -287,6 +319,9 @@ pub struct Cluster {
     pub http_endpoint_enabled: bool,
     pub database_name: Option<String>,
     pub master_username: Option<String>,
+    /// The master password's SCRAM-SHA-256 verifier, in PostgreSQL's format; the password
+    /// itself is never kept.
+    pub master_user_verifier: Option<String>,
     pub tags: Vec<Tag>,
     /// The storage node holding the volume.
     pub node_id: String,
@@ -506,6 +541,21 @@ mod tests {
             value: String::new(),
         };
         assert!(validate_tags(&[tag("team")]).is_ok());
+        assert!(validate_master_username("admin_1").is_ok());
+        for bad in ["", "1admin", "ad-min", &"a".repeat(64)] {
+            assert!(validate_master_username(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_master_password("correct-Horse_9").is_ok());
+        for bad in [
+            "short",
+            "has space",
+            "has/slash",
+            "has@at",
+            "quo\"te",
+            "caf\u{e9}-latte",
+        ] {
+            assert!(validate_master_password(bad).is_err(), "{bad:?}");
+        }
         assert!(validate_tags(&[tag("")]).is_err());
         assert!(validate_tags(&[tag(&"k".repeat(129))]).is_err());
     }
@@ -526,6 +576,7 @@ mod tests {
             http_endpoint_enabled: true,
             database_name: None,
             master_username: None,
+            master_user_verifier: None,
             tags: Vec::new(),
             node_id: "node-1".into(),
             clone_group_id: None,

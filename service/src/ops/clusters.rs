@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 
 use backtrack_storage_node::api::VolumeFigures;
+use backtrack_storage_node::scram::Verifier;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{list, one, parse_cluster_ref, required, Ops};
 use crate::domain::paging::Page;
 use crate::domain::{
-    new_resource_id, validate_engine, validate_tags, validate_window, Cluster, ClusterId,
-    ClusterStatus, Tag, Timestamp, ENGINE_MODE, ENGINE_VERSION,
+    new_resource_id, validate_engine, validate_master_password, validate_master_username,
+    validate_tags, validate_window, Cluster, ClusterId, ClusterStatus, Tag, Timestamp, ENGINE_MODE,
+    ENGINE_VERSION,
 };
 use crate::error::ApiError;
 use crate::events::What;
@@ -54,10 +56,14 @@ pub struct CreateDbClusterRequest {
     pub enable_http_endpoint: Option<bool>,
     #[serde(rename = "DatabaseName", default)]
     pub database_name: Option<String>,
+    /// The user that connects to the cluster's database: 1 to 63 letters, digits and
+    /// underscores, a letter first.
     #[serde(rename = "MasterUsername", default)]
     pub master_username: Option<String>,
-    /// Accepted for compatibility with RDS tooling; never stored.
+    /// 8 to 128 printable ASCII characters other than `/`, `'`, `"`, `@` and space; needs
+    /// `MasterUsername`. Kept only as its SCRAM-SHA-256 verifier.
     #[serde(rename = "MasterUserPassword", default)]
+    #[schema(min_length = 8, max_length = 128)]
     pub master_user_password: Option<String>,
     #[serde(rename = "Tags", default)]
     pub tags: Vec<Tag>,
@@ -78,6 +84,28 @@ pub struct ModifyDbClusterRequest {
     /// Accepted for compatibility; changes always apply immediately.
     #[serde(rename = "ApplyImmediately", default)]
     pub apply_immediately: Option<bool>,
+    /// A new master password (the rules of CreateDBCluster), for a cluster with a
+    /// `MasterUsername`.
+    #[serde(rename = "MasterUserPassword", default)]
+    #[schema(min_length = 8, max_length = 128)]
+    pub master_user_password: Option<String>,
+}
+
+/// The verifier of a new master password; a password needs a user to go with it.
+pub(super) fn master_verifier(
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(password) = password else {
+        return Ok(None);
+    };
+    validate_master_password(password).map_err(ApiError::InvalidParameterValue)?;
+    if username.is_none() {
+        return Err(ApiError::InvalidParameterCombination(
+            "MasterUserPassword needs a MasterUsername.".into(),
+        ));
+    }
+    Ok(Some(Verifier::new(password).to_string()))
 }
 
 /// A DB cluster, with the members of RDS's `DBCluster` that Backtrack has.
@@ -199,6 +227,13 @@ impl Ops {
         .map_err(invalid)?;
         let window = validate_window(request.backtrack_window.unwrap_or(0)).map_err(invalid)?;
         validate_tags(&request.tags).map_err(invalid)?;
+        if let Some(name) = &request.master_username {
+            validate_master_username(name).map_err(invalid)?;
+        }
+        let verifier = master_verifier(
+            request.master_username.as_deref(),
+            request.master_user_password.as_deref(),
+        )?;
         let node = self.place().await?;
         let now = Timestamp::now();
         let cluster = Cluster {
@@ -214,6 +249,7 @@ impl Ops {
             http_endpoint_enabled: request.enable_http_endpoint.unwrap_or(true),
             database_name: request.database_name,
             master_username: request.master_username,
+            master_user_verifier: verifier,
             tags: request.tags,
             node_id: node,
             clone_group_id: None,
@@ -314,6 +350,14 @@ impl Ops {
             .map(validate_window)
             .transpose()
             .map_err(ApiError::InvalidParameterValue)?;
+        if let Some(password) = &request.master_user_password {
+            validate_master_password(password).map_err(ApiError::InvalidParameterValue)?;
+        }
+        // Derived outside the row lock: it takes a few milliseconds on purpose.
+        let verifier = request
+            .master_user_password
+            .as_deref()
+            .map(|p| Verifier::new(p).to_string());
         let now = Timestamp::now();
         let cluster = self
             .store
@@ -333,6 +377,15 @@ impl Ops {
                 }
                 if let Some(window) = window {
                     cluster.set_window(window, now);
+                }
+                if let Some(verifier) = verifier {
+                    if cluster.master_username.is_none() {
+                        return Err(ApiError::InvalidParameterCombination(format!(
+                            "DB cluster {} has no MasterUsername, so it takes no MasterUserPassword.",
+                            cluster.id
+                        )));
+                    }
+                    cluster.master_user_verifier = Some(verifier);
                 }
                 Ok(())
             })

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::clusters::DbCluster;
+use super::clusters::{master_verifier, DbCluster};
 use super::{parse_cluster_ref, required, Ops};
 use crate::domain::{
     new_resource_id, validate_tags, validate_window, Cluster, ClusterId, ClusterStatus,
@@ -55,8 +55,10 @@ pub struct RestoreDbClusterRequest {
     /// Whether the Data API may run SQL on the new cluster (default: as on the source).
     #[serde(rename = "EnableHttpEndpoint", default)]
     pub enable_http_endpoint: Option<bool>,
-    /// Accepted for compatibility with RDS tooling; never stored.
+    /// A new master password for the new cluster (the rules of CreateDBCluster); without
+    /// it, the source's password works on the new cluster too.
     #[serde(rename = "MasterUserPassword", default)]
+    #[schema(min_length = 8, max_length = 128)]
     pub master_user_password: Option<String>,
     #[serde(rename = "Tags", default)]
     pub tags: Vec<Tag>,
@@ -110,6 +112,13 @@ impl Ops {
         }
         let source = self.store.cluster(&source_id).await?;
         check_source(&source)?;
+        let verifier = match master_verifier(
+            source.master_username.as_deref(),
+            request.master_user_password.as_deref(),
+        )? {
+            Some(new) => Some(new),
+            None => source.master_user_verifier.clone(),
+        };
         self.check_restorable(&source, at, now).await?;
         let mut cluster = Cluster {
             id,
@@ -126,6 +135,7 @@ impl Ops {
                 .unwrap_or(source.http_endpoint_enabled),
             database_name: source.database_name.clone(),
             master_username: source.master_username.clone(),
+            master_user_verifier: verifier,
             tags: request.tags,
             // A clone reads its source's pages: it lives where they are.
             node_id: source.node_id.clone(),

@@ -28,7 +28,8 @@ pub(super) const CLUSTER_COLUMNS: &str =
     "id, resource_id, engine, engine_version, status, backtrack_window, \
     backtrack_enabled_at, backtrack_ever_enabled, deletion_protection, http_endpoint_enabled, \
     database_name, master_username, tags, node_id, created_at, updated_at, clone_group_id, \
-    restored_from_cluster, restored_from_volume, restored_to, restore_type";
+    restored_from_cluster, restored_from_volume, restored_to, restore_type, \
+    master_user_verifier";
 
 impl Store {
     pub async fn insert_cluster(&self, c: &Cluster) -> Result<(), StoreError> {
@@ -216,7 +217,7 @@ async fn insert(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO clusters ({CLUSTER_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21)"
+         $19, $20, $21, $22)"
     );
     let query = sqlx::query(&sql)
         .bind(c.id.as_str().to_string())
@@ -236,6 +237,7 @@ async fn insert(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
         .bind(from.map(|f| f.volume.clone()))
         .bind(from.map(|f| f.at.as_micros()))
         .bind(from.map(|f| f.restore_type.as_str()))
+        .bind(c.master_user_verifier.clone())
         .execute(&mut **tx)
         .await;
     match result {
@@ -251,13 +253,15 @@ pub(super) async fn write_cluster(tx: &mut Tx, c: &Cluster) -> Result<(), StoreE
     let query = sqlx::query(
         "UPDATE clusters SET status = $1, backtrack_window = $2, backtrack_enabled_at = $3, \
          backtrack_ever_enabled = $4, deletion_protection = $5, http_endpoint_enabled = $6, \
-         tags = $7, node_id = $8, updated_at = $9, clone_group_id = $10 WHERE id = $11",
+         tags = $7, node_id = $8, updated_at = $9, clone_group_id = $10, \
+         master_user_verifier = $11 WHERE id = $12",
     );
     bind_state(query, c)
         .bind(tags_to_json(&c.tags))
         .bind(c.node_id.clone())
         .bind(c.updated_at.as_micros())
         .bind(c.clone_group_id.clone())
+        .bind(c.master_user_verifier.clone())
         .bind(c.id.as_str().to_string())
         .execute(&mut **tx)
         .await?;
@@ -295,6 +299,7 @@ fn cluster_from_row(row: &AnyRow) -> Result<Cluster, StoreError> {
         http_endpoint_enabled: row.try_get::<i64, _>("http_endpoint_enabled")? != 0,
         database_name: row.try_get("database_name")?,
         master_username: row.try_get("master_username")?,
+        master_user_verifier: row.try_get("master_user_verifier")?,
         tags: serde_json::from_str(&tags)
             .map_err(|e| StoreError::Invalid(format!("bad tags column: {e}")))?,
         node_id: row.try_get("node_id")?,

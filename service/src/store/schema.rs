@@ -28,11 +28,13 @@ const SQLITE: Files = files!("sqlite":
     1 "0001_clusters_and_backtracks",
     2 "0002_metering_and_events",
     3 "0003_clones",
+    4 "0004_master_user_verifier",
 );
 const POSTGRES: Files = files!("postgres":
     1 "0001_clusters_and_backtracks",
     2 "0002_metering_and_events",
     3 "0003_clones",
+    4 "0004_master_user_verifier",
 );
 
 type Resolved = std::pin::Pin<

@@ -449,3 +449,84 @@ async fn a_restore_the_node_refuses_for_good_is_incompatible_restore_and_can_be_
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_master_password_is_kept_only_as_its_scram_verifier_and_can_be_changed() {
+    use backtrack_service::domain::ClusterId;
+    use backtrack_service::store::Store;
+    use backtrack_storage_node::scram::Verifier;
+
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/v1/clusters",
+            json!({"DBClusterIdentifier": "db", "MasterUsername": "admin",
+                   "MasterUserPassword": "first-Secret9"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["DBCluster"]["MasterUsername"], "admin");
+    assert!(!body.to_string().contains("first-Secret9"), "{body}");
+    assert!(!body.to_string().contains("SCRAM"), "{body}");
+    let store = Store::connect(&app.db.url).await.unwrap();
+    let id = ClusterId::parse("db").unwrap();
+    let stored = |text: Option<String>| Verifier::parse(&text.expect("a verifier")).unwrap();
+    let verifier = stored(store.cluster(&id).await.unwrap().master_user_verifier);
+    // The verifier is the password's (with its salt), and no other's.
+    let of = |password: &str| Verifier::with_salt(password, &verifier.salt, verifier.iterations);
+    assert_eq!(of("first-Secret9"), verifier);
+    assert_ne!(of("first-Secret8"), verifier);
+
+    let (status, body) = app
+        .patch(
+            "/v1/clusters/db",
+            json!({"MasterUserPassword": "second-Secret9"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = stored(store.cluster(&id).await.unwrap().master_user_verifier);
+    assert_eq!(
+        Verifier::with_salt("second-Secret9", &changed.salt, changed.iterations),
+        changed
+    );
+
+    // Refusals change nothing.
+    for (path, body, code) in [
+        (
+            "/v1/clusters",
+            json!({"DBClusterIdentifier": "x", "MasterUserPassword": "lonely-Secret9"}),
+            "InvalidParameterCombination",
+        ),
+        (
+            "/v1/clusters",
+            json!({"DBClusterIdentifier": "x", "MasterUsername": "admin", "MasterUserPassword": "short"}),
+            "InvalidParameterValue",
+        ),
+        (
+            "/v1/clusters",
+            json!({"DBClusterIdentifier": "x", "MasterUsername": "9lives"}),
+            "InvalidParameterValue",
+        ),
+        (
+            "/v1/clusters",
+            json!({"DBClusterIdentifier": "x", "MasterUsername": "admin", "MasterUserPassword": "has space in"}),
+            "InvalidParameterValue",
+        ),
+    ] {
+        let (status, answer) = app.post(path, body).await;
+        assert_error(status, &answer, 400, code);
+    }
+    app.create_cluster("plain", 0).await;
+    let (status, answer) = app
+        .patch(
+            "/v1/clusters/plain",
+            json!({"MasterUserPassword": "third-Secret9"}),
+        )
+        .await;
+    assert_error(status, &answer, 400, "InvalidParameterCombination");
+    assert_eq!(app.get("/v1/clusters/x").await.0, 404);
+    assert_eq!(
+        stored(store.cluster(&id).await.unwrap().master_user_verifier),
+        changed
+    );
+}

@@ -24,6 +24,7 @@ fn cluster(id: &str) -> Cluster {
         http_endpoint_enabled: true,
         database_name: None,
         master_username: None,
+        master_user_verifier: None,
         tags: vec![],
         node_id: "node-a".into(),
         clone_group_id: None,
@@ -307,7 +308,7 @@ async fn a_database_made_by_the_old_migration_runner_is_carried_over_and_keeps_i
         .unwrap();
     let versions: Vec<i64> = applied.iter().map(|r| r.get(0)).collect();
     // The two carried over, and the ones after them applied.
-    assert_eq!(versions, [1, 2, 3], "{dir}");
+    assert_eq!(versions, [1, 2, 3, 4], "{dir}");
     assert!(
         sqlx::query("SELECT 1 FROM schema_migrations")
             .fetch_all(&mut conn)
