@@ -339,6 +339,22 @@ pub struct Health {
     /// The node's disk is full: reads work, writes fail until space is freed.
     #[serde(default)]
     pub disk_full: bool,
+    /// The port the node serves the PostgreSQL protocol on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_port: Option<u16>,
+}
+
+/// `PUT /v1/volumes/{id}/access`: who may connect to the volume's database over the
+/// PostgreSQL protocol, and as which database name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAccess {
+    /// The name clients give as their database.
+    pub database: String,
+    pub username: String,
+    /// The password's SCRAM-SHA-256 verifier, in PostgreSQL's format (see
+    /// [`crate::scram::Verifier`]).
+    pub verifier: String,
 }
 
 #[cfg(test)]

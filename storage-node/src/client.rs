@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::api::{
     BacktrackList, BacktrackOutcome, BacktrackRequest, CloneSource, CreateVolume, ErrorCode,
     ExecuteRequest, ExecuteResult, Health, ModifyVolume, NodeErrorBody, NodeSettings, Preview,
-    PreviewRequest, TransactionStarted, VolumeFigures, VolumeList,
+    PreviewRequest, TransactionStarted, VolumeAccess, VolumeFigures, VolumeList,
 };
 
 /// Why a call to a node failed.
@@ -166,6 +166,13 @@ impl NodeClient {
 
     pub async fn settings(&self) -> Result<NodeSettings, CallError> {
         self.call(Method::GET, "/v1/config", None::<&()>).await
+    }
+
+    /// Sets who may connect to the volume's database over the PostgreSQL protocol.
+    pub async fn set_access(&self, volume: &str, access: &VolumeAccess) -> Result<(), CallError> {
+        self.call::<serde_json::Value>(Method::PUT, &volume_path(volume, "/access"), Some(access))
+            .await
+            .map(drop)
     }
 
     pub async fn set_settings(&self, settings: &NodeSettings) -> Result<NodeSettings, CallError> {

@@ -39,6 +39,12 @@ pub struct NodeConfig {
     #[arg(long, env = "BACKTRACK_NODE_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
 
+    /// Address to serve the PostgreSQL protocol on, for the volumes' databases. Port 0 takes
+    /// the port this data directory's node had before (kept in `pg-port`), or a free one the
+    /// first time, so a node's clusters keep their endpoint across restarts.
+    #[arg(long, env = "BACKTRACK_NODE_PG_LISTEN", default_value = "127.0.0.1:0")]
+    pub pg_listen: SocketAddr,
+
     /// Directory of the node's log and volumes; created if missing.
     #[arg(long, env = "BACKTRACK_NODE_DATA_DIR", default_value = "./data/node")]
     pub data_dir: PathBuf,

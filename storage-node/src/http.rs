@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{
     BacktrackList, BacktrackRequest, CreateVolume, ErrorCode, ExecuteRequest, Health, ModifyVolume,
-    NodeErrorBody, NodeSettings, PreviewRequest, TransactionStarted, VolumeList,
+    NodeErrorBody, NodeSettings, PreviewRequest, TransactionStarted, VolumeAccess, VolumeList,
 };
 use crate::engine::log::LogError;
 use crate::engine::volume::VolumeError;
@@ -31,13 +31,16 @@ struct Node {
     engine: Arc<Engine>,
     token: Arc<str>,
     metrics: Arc<NodeMetrics>,
+    pg_port: Option<u16>,
 }
 
-pub fn router(engine: Arc<Engine>, token: &str) -> Router {
+/// The node's HTTP API; `pg_port` is where it serves the PostgreSQL protocol, if it does.
+pub fn router(engine: Arc<Engine>, token: &str, pg_port: Option<u16>) -> Router {
     let node = Node {
         engine,
         token: token.into(),
         metrics: Arc::default(),
+        pg_port,
     };
     let volumes = Router::new()
         .route("/v1/volumes", get(list_volumes))
@@ -54,6 +57,7 @@ pub fn router(engine: Arc<Engine>, token: &str) -> Router {
             get(list_backtracks).post(backtrack),
         )
         .route("/v1/volumes/{id}/execute", post(execute))
+        .route("/v1/volumes/{id}/access", axum::routing::put(set_access))
         .route("/v1/volumes/{id}/preview", post(preview))
         .route("/v1/volumes/{id}/transactions", post(begin))
         .route("/v1/volumes/{id}/transactions/{tx}/commit", post(commit))
@@ -156,6 +160,7 @@ async fn healthz(State(node): State<Node>) -> Response {
                 status: format!("failed: {why}"),
                 volumes,
                 disk_full,
+                pg_port: node.pg_port,
             }),
         )
             .into_response(),
@@ -163,6 +168,7 @@ async fn healthz(State(node): State<Node>) -> Response {
             status: "ok".into(),
             volumes,
             disk_full,
+            pg_port: node.pg_port,
         })
         .into_response(),
     }
@@ -226,6 +232,17 @@ async fn modify_volume(
     let Json(body) = body?;
     let engine = node.engine.clone();
     Ok(Json(blocking(move || engine.modify_volume(&id, body.window_secs)).await?).into_response())
+}
+
+async fn set_access(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: std::result::Result<Json<VolumeAccess>, JsonRejection>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let engine = node.engine.clone();
+    blocking(move || engine.set_access(&id, body)).await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
 async fn delete_volume(State(node): State<Node>, Path(id): Path<String>) -> Result<Response> {

@@ -8,8 +8,9 @@
 //!   gives a data directory one owner.
 //! - `http`: the node's HTTP API over the engine.
 //! - `metrics`: the node's `/metrics`.
-//! - `scram`: SCRAM-SHA-256 verifiers (made by the control plane from a master password) and
-//!   the server side of an exchange, from the verifier alone.
+//! - `pg`: the PostgreSQL protocol for the volumes' databases (over the `pgwire` crate).
+//! - `scram`: SCRAM-SHA-256 verifiers, made by the control plane from a master password and
+//!   checked by `pg`.
 //! - `server`: runs a node until it is told to stop.
 //! - `testing` (feature `testing`): helpers for tests, such as a small filesystem to fill.
 
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod http;
 pub mod metrics;
+pub mod pg;
 pub mod scram;
 pub mod server;
 #[cfg(feature = "testing")]

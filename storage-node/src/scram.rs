@@ -1,11 +1,12 @@
-//! SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it, from a stored verifier only.
+//! SCRAM-SHA-256 verifiers (RFC 5802, RFC 7677) as PostgreSQL keeps them.
 //!
 //! A cluster's master password is never kept: the control plane turns it into a verifier in
 //! PostgreSQL's own format, `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`
-//! (base64), and the storage node authenticates connections with it. The server needs only
-//! StoredKey and ServerKey: it checks that the client's proof, XORed with
-//! `HMAC(StoredKey, AuthMessage)`, hashes to StoredKey, and signs with ServerKey. (Keeping the
-//! salted password instead, as some servers do, would let whoever reads it log in.)
+//! (base64), and the storage node authenticates connections with it (pgwire's SCRAM
+//! exchange, given the verifier). A server needs only StoredKey and ServerKey: it checks that
+//! the client's proof, XORed with `HMAC(StoredKey, AuthMessage)`, hashes to StoredKey, and
+//! signs with ServerKey. (Keeping the salted password instead, as some servers do, would let
+//! whoever reads it log in.)
 //!
 //! Passwords are printable ASCII (the control plane refuses others), for which SASLprep, the
 //! normalization clients apply first, changes nothing.
@@ -92,112 +93,6 @@ impl fmt::Display for Verifier {
     }
 }
 
-/// A server's side of one exchange, after the client's first message.
-#[derive(Debug)]
-pub struct Exchange {
-    client_first_bare: String,
-    server_first: String,
-    nonce: String,
-}
-
-/// Why an exchange failed: a malformed message (a protocol violation), or the wrong password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScramError {
-    Malformed(String),
-    WrongPassword,
-}
-
-impl Exchange {
-    /// Answers `client_first` (`n,,n=<user>,r=<nonce>`) with the salt and iterations of
-    /// `verifier` and a nonce of our own appended to the client's. Channel binding is not
-    /// offered (`n` or `y` only).
-    pub fn start(
-        client_first: &str,
-        verifier: &Verifier,
-        server_nonce: &str,
-    ) -> Result<(Exchange, String), ScramError> {
-        let malformed = |what: &str| ScramError::Malformed(format!("SCRAM client-first: {what}"));
-        let bare = match client_first.as_bytes() {
-            [b'n' | b'y', b',', ..] => {
-                let after_flag = &client_first[2..];
-                let (authzid, bare) = after_flag
-                    .split_once(',')
-                    .ok_or_else(|| malformed("no GS2 header"))?;
-                if !authzid.is_empty() {
-                    return Err(malformed("an authorization identity is not supported"));
-                }
-                bare
-            }
-            [b'p', ..] => return Err(malformed("channel binding is not supported")),
-            _ => return Err(malformed("bad GS2 header")),
-        };
-        let client_nonce = bare
-            .split(',')
-            .find_map(|part| part.strip_prefix("r="))
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| malformed("no nonce"))?;
-        let nonce = format!("{client_nonce}{server_nonce}");
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            STANDARD.encode(&verifier.salt),
-            verifier.iterations
-        );
-        let exchange = Exchange {
-            client_first_bare: bare.to_string(),
-            server_first: server_first.clone(),
-            nonce,
-        };
-        Ok((exchange, server_first))
-    }
-
-    /// Checks `client_final` (`c=<binding>,r=<nonce>,p=<proof>`) against `verifier` and returns
-    /// the server-final message (`v=<signature>`) when the proof is right.
-    pub fn finish(&self, client_final: &str, verifier: &Verifier) -> Result<String, ScramError> {
-        let malformed = |what: &str| ScramError::Malformed(format!("SCRAM client-final: {what}"));
-        let (without_proof, proof) = client_final
-            .rsplit_once(",p=")
-            .ok_or_else(|| malformed("no proof"))?;
-        let mut parts = without_proof.split(',');
-        let binding = parts
-            .next()
-            .and_then(|p| p.strip_prefix("c="))
-            .ok_or_else(|| malformed("no channel binding"))?;
-        // "n,," or "y,," base64-encoded: no channel binding data.
-        if binding != "biws" && binding != "eSws" {
-            return Err(malformed("unexpected channel binding"));
-        }
-        let nonce = parts
-            .next()
-            .and_then(|p| p.strip_prefix("r="))
-            .ok_or_else(|| malformed("no nonce"))?;
-        if nonce != self.nonce {
-            return Err(malformed("the nonce is not the one this exchange made"));
-        }
-        let proof = STANDARD
-            .decode(proof)
-            .ok()
-            .filter(|p| p.len() == 32)
-            .ok_or_else(|| malformed("bad proof"))?;
-        let auth_message = format!(
-            "{},{},{}",
-            self.client_first_bare, self.server_first, without_proof
-        );
-        let signature = hmac(&verifier.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-        let stored: [u8; 32] = Sha256::digest(&client_key).into();
-        // Compared without an early exit: the time says nothing of where they differ.
-        let difference = stored
-            .iter()
-            .zip(verifier.stored_key)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if difference != 0 {
-            return Err(ScramError::WrongPassword);
-        }
-        let server_signature = hmac(&verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", STANDARD.encode(server_signature)))
-    }
-}
-
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
@@ -223,14 +118,12 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    /// RFC 7677 §3: user "user", password "pencil".
-    const CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
-    const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-    const SERVER_FIRST: &str =
-        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-    const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
-                                p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-    const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+    /// RFC 7677 §3: user "user", password "pencil"; the messages of its exchange.
+    const AUTH_MESSAGE: &str = "n=user,r=rOprNGfwEbeRWgbNEkqO,\
+        r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,\
+        c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const CLIENT_PROOF: &str = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    const SERVER_SIGNATURE: &str = "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
     fn rfc_verifier() -> Verifier {
         let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
@@ -238,39 +131,25 @@ mod tests {
     }
 
     #[test]
-    fn the_rfc_7677_exchange_succeeds_from_the_verifier_alone() {
+    fn the_rfc_7677_exchange_checks_out_from_the_verifier_alone() {
         let verifier = rfc_verifier();
-        let (exchange, server_first) =
-            Exchange::start(CLIENT_FIRST, &verifier, SERVER_NONCE).unwrap();
-        assert_eq!(server_first, SERVER_FIRST);
+        // The server's check: the proof XOR HMAC(StoredKey, AuthMessage) hashes to StoredKey.
+        let proof = STANDARD.decode(CLIENT_PROOF).unwrap();
+        let signature = hmac(&verifier.stored_key, AUTH_MESSAGE.as_bytes());
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
         assert_eq!(
-            exchange.finish(CLIENT_FINAL, &verifier).unwrap(),
-            SERVER_FINAL
+            <[u8; 32]>::from(Sha256::digest(&client_key)),
+            verifier.stored_key
         );
-    }
-
-    #[test]
-    fn a_wrong_password_or_a_tampered_message_is_refused() {
-        let wrong = Verifier::with_salt("pencil2", &rfc_verifier().salt, 4096);
-        let (exchange, _) = Exchange::start(CLIENT_FIRST, &wrong, SERVER_NONCE).unwrap();
+        // And its answer, signed with ServerKey.
         assert_eq!(
-            exchange.finish(CLIENT_FINAL, &wrong),
-            Err(ScramError::WrongPassword)
+            STANDARD.encode(hmac(&verifier.server_key, AUTH_MESSAGE.as_bytes())),
+            SERVER_SIGNATURE
         );
-        let verifier = rfc_verifier();
-        let (exchange, _) = Exchange::start(CLIENT_FIRST, &verifier, "other").unwrap();
-        assert!(matches!(
-            exchange.finish(CLIENT_FINAL, &verifier),
-            Err(ScramError::Malformed(_))
-        ));
-        for bad in [
-            "",
-            "p=tls-unique,,n=user,r=x",
-            "n,a=admin,n=user,r=x",
-            "n,,n=user",
-        ] {
-            assert!(Exchange::start(bad, &verifier, "s").is_err(), "{bad}");
-        }
+        assert_ne!(
+            Verifier::with_salt("pencil2", &verifier.salt, 4096),
+            verifier
+        );
     }
 
     #[test]

@@ -35,8 +35,12 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
         "backtrack-storage-node listening on http://{}:{port}",
         config.listen.ip()
     );
-    let app = crate::http::router(engine.clone(), &config.token);
+    let pg = pg_listener(&config).await?;
+    let pg_port = pg.local_addr().map_err(|e| e.to_string())?.port();
+    tracing::info!(port = pg_port, "serving the PostgreSQL protocol");
+    let app = crate::http::router(engine.clone(), &config.token, Some(pg_port));
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::pg::serve(pg, engine.clone(), stopped.clone()));
     let signal = {
         let engine = engine.clone();
         async move {
@@ -61,6 +65,38 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The PostgreSQL listener: on the configured port, or for port 0 on the port this data
+/// directory's node used before (recorded in `pg-port`) when it is free, else a new one.
+async fn pg_listener(config: &NodeConfig) -> Result<tokio::net::TcpListener, String> {
+    let recorded = config.data_dir.join("pg-port");
+    let mut address = config.pg_listen;
+    if address.port() == 0 {
+        if let Some(port) = std::fs::read_to_string(&recorded)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            address.set_port(port);
+            if let Ok(listener) = tokio::net::TcpListener::bind(address).await {
+                return Ok(listener);
+            }
+            tracing::warn!(
+                port,
+                "the PostgreSQL port of the last run is taken; taking another"
+            );
+            address.set_port(0);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} for PostgreSQL: {e}"))?;
+    if config.pg_listen.port() == 0 {
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        crate::fsutil::write_atomically(&recorded, port.to_string().as_bytes())
+            .map_err(|e| format!("cannot record the PostgreSQL port: {e}"))?;
+    }
+    Ok(listener)
 }
 
 /// Runs `serve` on a runtime of its own, and does not wait, once it returns, for engine work

@@ -34,7 +34,7 @@ async fn start() -> Node {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            backtrack_storage_node::http::router(engine, TOKEN),
+            backtrack_storage_node::http::router(engine, TOKEN, None),
         )
         .await
         .unwrap()

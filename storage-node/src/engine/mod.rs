@@ -34,7 +34,7 @@ use self::sql::{SqlLimits, SqlVolume};
 use self::volume::{Clock, CloneSpec, Volume, VolumeError};
 use crate::api::{
     BacktrackList, BacktrackOutcome, BacktrackRequest, CloneSource, ErrorCode, ExecuteRequest,
-    ExecuteResult, VolumeFigures, MAX_WINDOW_SECS,
+    ExecuteResult, VolumeAccess, VolumeFigures, MAX_WINDOW_SECS,
 };
 use crate::fsutil::{self, DirLock};
 
@@ -97,6 +97,8 @@ pub struct Engine {
     log: Arc<Log>,
     clock: Arc<Clock>,
     volumes: RwLock<HashMap<String, Arc<SqlVolume>>>,
+    /// Who may connect to each volume's database, by volume (`access.json` in its directory).
+    access: RwLock<HashMap<String, VolumeAccess>>,
     /// Creations and deletions, one at a time.
     creating: Mutex<()>,
     /// Maintenance, one pass at a time.
@@ -152,7 +154,11 @@ impl Engine {
             volume.relink(|id| opened.get(id).cloned())?;
         }
         let mut volumes = HashMap::new();
+        let mut access = HashMap::new();
         for (name, volume) in opened {
+            if let Some(granted) = read_access(volume.dir())? {
+                access.insert(name.clone(), granted);
+            }
             volume.finish_interrupted_fold()?;
             let sql = SqlVolume::with_limits(volume, config.sql_limits)
                 .map_err(|e| io::Error::other(e.message))?;
@@ -170,6 +176,7 @@ impl Engine {
             log,
             clock,
             volumes: RwLock::new(volumes),
+            access: RwLock::new(access),
             creating: Mutex::new(()),
             maintaining: Mutex::new(()),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
@@ -299,6 +306,7 @@ impl Engine {
             .ok_or_else(|| not_found(id))?;
         sql.shut();
         sql.volume().leave_source();
+        self.access.write().unwrap().remove(id);
         let dir = sql.volume().dir().to_path_buf();
         let doomed = dir.with_file_name(format!(".deleted-{}", sql.volume().uuid));
         std::fs::rename(&dir, &doomed)?;
@@ -306,6 +314,41 @@ impl Engine {
         std::fs::remove_dir_all(&doomed)?;
         tracing::info!(volume = id, "volume deleted");
         Ok(())
+    }
+
+    /// Sets who may connect to volume `id`'s database, and under which database name (unique
+    /// on the node); kept in `access.json` beside the volume.
+    pub fn set_access(&self, id: &str, access: VolumeAccess) -> Result<(), VolumeError> {
+        crate::scram::Verifier::parse(&access.verifier)
+            .map_err(|e| VolumeError::new(ErrorCode::InvalidRequest, e))?;
+        let sql = self.volume(id)?;
+        let mut all = self.access.write().unwrap();
+        if let Some((other, _)) = all
+            .iter()
+            .find(|(volume, a)| a.database == access.database && volume.as_str() != id)
+        {
+            return Err(VolumeError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the database name {:?} is volume {other}'s",
+                    access.database
+                ),
+            ));
+        }
+        let bytes = serde_json::to_vec_pretty(&access).map_err(VolumeError::internal)?;
+        fsutil::write_atomically(&sql.volume().dir().join(ACCESS_FILE), &bytes)?;
+        all.insert(id.to_string(), access);
+        Ok(())
+    }
+
+    /// The volume whose database is called `database`, and who may connect to it.
+    pub fn database(&self, database: &str) -> Option<(String, VolumeAccess)> {
+        self.access
+            .read()
+            .unwrap()
+            .iter()
+            .find(|(_, a)| a.database == database)
+            .map(|(id, a)| (id.clone(), a.clone()))
     }
 
     pub fn volume(&self, id: &str) -> Result<Arc<SqlVolume>, VolumeError> {
@@ -422,6 +465,18 @@ impl Drop for Engine {
 fn figures(sql: &SqlVolume) -> VolumeFigures {
     sql.volume()
         .figures(sql.open_transactions(), sql.is_switching())
+}
+
+const ACCESS_FILE: &str = "access.json";
+
+fn read_access(dir: &std::path::Path) -> io::Result<Option<VolumeAccess>> {
+    match std::fs::read(dir.join(ACCESS_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("{}: bad {ACCESS_FILE}: {e}", dir.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn not_found(id: &str) -> VolumeError {

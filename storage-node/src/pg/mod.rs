@@ -1,0 +1,92 @@
+//! The PostgreSQL protocol, for the volumes of this node: ordinary drivers connect to a
+//! volume's database by its name (`database` of its [`VolumeAccess`]) as its user, with
+//! SCRAM-SHA-256 against the stored verifier. SQL is SQLite's dialect, run by the same engine
+//! calls as the HTTP API (`Engine::execute`, `begin`, `commit`, `rollback`), so its limits,
+//! PRAGMA rules and statement time limit hold here too, and a transaction opened here is an
+//! open transaction for a backtrack's `Force`.
+//!
+//! The protocol itself is the `pgwire` crate's; this module answers its callbacks:
+//! - `auth`: who may connect, from the volumes' access;
+//! - `query`: the simple query protocol: a string of statements, run one at a time;
+//! - `types`: SQLite's values and declared types as PostgreSQL types;
+//! - `errors`: the engine's refusals as SQLSTATEs.
+
+mod auth;
+mod errors;
+mod query;
+mod split;
+mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::DefaultServerParameterProvider;
+use pgwire::api::PgWireServerHandlers;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+
+/// What the server says it is: a PostgreSQL version drivers accept (they parse it).
+const SERVER_VERSION: &str = "16.6";
+
+/// Serves connections from `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    let _ = socket.set_nodelay(true);
+                    let handlers = Arc::new(Handlers::new(engine.clone()));
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!(error = %e, "PostgreSQL connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a PostgreSQL connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
+        }
+    }
+}
+
+/// One connection's handlers: its authentication and its session.
+struct Handlers {
+    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    session: Arc<query::Session>,
+}
+
+impl Handlers {
+    fn new(engine: Arc<Engine>) -> Self {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = SERVER_VERSION.to_string();
+        parameters.is_superuser = false;
+        let scram = pgwire::api::auth::sasl::scram::ScramAuth::new(Arc::new(
+            auth::Credentials::new(engine.clone()),
+        ));
+        Handlers {
+            startup: Arc::new(SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram)),
+            session: Arc::new(query::Session::new(engine)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
+        Arc::new(errors::Wording)
+    }
+}

@@ -1,0 +1,224 @@
+//! The PostgreSQL protocol of the real node process, with a real driver (sqlx's PostgreSQL
+//! driver, simple query protocol): SCRAM-SHA-256 against the stored verifier, DDL and DML,
+//! typed results, several statements in one query, transactions and savepoints (open ones
+//! count as the volume's open transactions), and SQLSTATEs for failed logins and statements.
+
+use std::process::Command;
+use std::time::Duration;
+
+use backtrack_storage_node::api::VolumeAccess;
+use backtrack_storage_node::client::NodeClient;
+use backtrack_storage_node::scram::Verifier;
+use backtrack_storage_node::testing::Spawned;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{Connection, PgConnection, Row};
+
+const TOKEN: &str = "pg-test";
+const PASSWORD: &str = "correct-Horse9";
+
+struct Node {
+    _process: Spawned,
+    client: NodeClient,
+    pg_port: u16,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn node_with_database() -> Node {
+    let dir = tempdir::Dir(
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("pg-{}", uuid::Uuid::new_v4().simple())),
+    );
+    let process = Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_backtrack-storage-node"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .env("RUST_LOG", "warn"),
+    );
+    let client = NodeClient::new(&process.url, TOKEN, Duration::from_secs(10));
+    client.create_volume("v1", 3600).await.unwrap();
+    let access = VolumeAccess {
+        database: "shop".into(),
+        username: "admin".into(),
+        verifier: Verifier::new(PASSWORD).to_string(),
+    };
+    client.set_access("v1", &access).await.unwrap();
+    let pg_port = client
+        .health()
+        .await
+        .unwrap()
+        .pg_port
+        .expect("a PostgreSQL port");
+    Node {
+        _process: process,
+        client,
+        pg_port,
+        _dir: dir,
+    }
+}
+
+fn options(node: &Node, user: &str, password: &str, database: &str) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(node.pg_port)
+        .username(user)
+        .password(password)
+        .database(database)
+        .ssl_mode(PgSslMode::Disable)
+}
+
+fn sqlstate(e: sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()).unwrap_or_default(),
+        other => panic!("not a database error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_driver_connects_with_scram_and_runs_sqlite_sql_with_typed_results() {
+    let node = node_with_database().await;
+    let mut conn = PgConnection::connect_with(&options(&node, "admin", PASSWORD, "shop"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, ok BOOLEAN, data BLOB); \
+         INSERT INTO t (name, score, ok, data) VALUES ('a;b', 1.5, 1, x'cafe'), ('b', NULL, 0, NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let rows = sqlx::raw_sql("SELECT id, name, score, ok, data FROM t ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<i64, _>("id"), 1);
+    assert_eq!(rows[0].get::<String, _>("name"), "a;b");
+    assert_eq!(rows[0].get::<f64, _>("score"), 1.5);
+    assert!(rows[0].get::<bool, _>("ok"));
+    assert_eq!(rows[0].get::<Vec<u8>, _>("data"), vec![0xca, 0xfe]);
+    assert_eq!(rows[1].get::<Option<f64>, _>("score"), None);
+    assert!(!rows[1].get::<bool, _>("ok"));
+    // Undeclared columns take their values' types.
+    let row = sqlx::raw_sql("SELECT count(*) AS n, sum(score) AS s, 'x' AS t FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("n"), 2);
+    assert_eq!(row.get::<f64, _>("s"), 1.5);
+    assert_eq!(row.get::<String, _>("t"), "x");
+
+    // A transaction is one of the node's: open, it counts for a backtrack's Force.
+    sqlx::raw_sql(
+        "BEGIN; INSERT INTO t (name) VALUES ('in tx'); SAVEPOINT s; \
+                   INSERT INTO t (name) VALUES ('undone'); ROLLBACK TO s",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(node.client.volume("v1").await.unwrap().open_transactions, 1);
+    sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+    assert_eq!(node.client.volume("v1").await.unwrap().open_transactions, 0);
+    let names: Vec<String> = sqlx::raw_sql("SELECT name FROM t ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["a;b", "b", "in tx"]);
+    sqlx::raw_sql("BEGIN; DELETE FROM t; ROLLBACK")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let row = sqlx::raw_sql("SELECT count(*) FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 3);
+
+    // A transaction left open by a connection that goes is rolled back.
+    sqlx::raw_sql("BEGIN; DELETE FROM t")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while node.client.volume("v1").await.unwrap().open_transactions > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transaction stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = PgConnection::connect_with(&options(&node, "admin", PASSWORD, "shop"))
+        .await
+        .unwrap();
+    let row = sqlx::raw_sql("SELECT count(*) FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 3);
+}
+
+#[tokio::test]
+async fn failed_logins_and_statements_get_postgresql_sqlstates() {
+    let node = node_with_database().await;
+    for (user, password, database, code) in [
+        ("admin", "wrong-Horse9", "shop", "28P01"),
+        ("intruder", PASSWORD, "shop", "28P01"),
+        ("admin", PASSWORD, "nowhere", "3D000"),
+    ] {
+        let refused = PgConnection::connect_with(&options(&node, user, password, database))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(refused), code, "{user} {database}");
+    }
+    let mut conn = PgConnection::connect_with(&options(&node, "admin", PASSWORD, "shop"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE u (k TEXT UNIQUE NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("INSERT INTO u VALUES ('a')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (sql, code) in [
+        ("INSERT INTO u VALUES ('a')", "23505"),
+        ("INSERT INTO u VALUES (NULL)", "23502"),
+        ("SELECT * FROM missing", "42P01"),
+        ("SELEKT 1", "42601"),
+        ("PRAGMA writable_schema = 1", "42501"),
+    ] {
+        let e = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
+        assert_eq!(sqlstate(e), code, "{sql}");
+    }
+    // A failed statement stops the rest of its query, and the connection goes on.
+    let e = sqlx::raw_sql(
+        "INSERT INTO u VALUES ('b'); SELECT * FROM missing; INSERT INTO u VALUES ('c')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(e), "42P01");
+    let keys: Vec<String> = sqlx::raw_sql("SELECT k FROM u ORDER BY k")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+}
