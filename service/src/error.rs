@@ -214,6 +214,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::ClusterExists(id) => ApiError::ClusterAlreadyExists(id),
             StoreError::ClusterNotFound(id) => ApiError::ClusterNotFound(id),
+            StoreError::DatabaseNameTaken(name) => ApiError::InvalidParameterValue(format!(
+                "The database name {name} is another cluster's (its DatabaseName or its \
+                 identifier): clients reach each cluster's database by its own name. Choose \
+                 another DatabaseName."
+            )),
             StoreError::BacktrackNotFound(id) => ApiError::BacktrackNotFound(id),
             StoreError::InvalidState(why) => ApiError::InvalidClusterState(why),
             StoreError::Unavailable(why) => {

@@ -387,6 +387,18 @@ impl Cluster {
 
     /// Sets a new target window. History starts now when backtracking was off, and is
     /// dropped when the window becomes 0; the node applies the change (`modifying`).
+    /// The name clients connect to the cluster's database by: `DatabaseName`, else the
+    /// cluster identifier.
+    pub fn database(&self) -> &str {
+        self.database_name.as_deref().unwrap_or(self.id.as_str())
+    }
+
+    /// Sets a new master password verifier; the node applies it (`modifying`).
+    pub fn set_verifier(&mut self, verifier: String) {
+        self.master_user_verifier = Some(verifier);
+        self.status = ClusterStatus::Modifying;
+    }
+
     pub fn set_window(&mut self, window: u64, now: Timestamp) {
         if window == self.backtrack_window {
             return;

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backtrack_storage_node::api::{BacktrackRequest, CloneSource, ErrorCode};
+use backtrack_storage_node::api::{BacktrackRequest, CloneSource, ErrorCode, VolumeAccess};
 use backtrack_storage_node::client::CallError;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -275,6 +275,11 @@ impl ClusterReconciler {
             | ClusterStatus::Backtracking
             | ClusterStatus::IncompatibleRestore => return Ok(false),
         };
+        // Who may connect to the database, once the volume is there.
+        let result = match (result, access(cluster)) {
+            (Ok(()), Some(access)) => client.set_access(volume, &access).await,
+            (result, _) => result,
+        };
         if let Err(e) = result {
             self.note_error(cluster, e.to_string()).await;
             return Ok(false);
@@ -321,6 +326,15 @@ impl ClusterReconciler {
             last.insert(cluster.id.to_string(), error);
         }
     }
+}
+
+/// What the node needs to authenticate connections to the cluster's database.
+fn access(cluster: &Cluster) -> Option<VolumeAccess> {
+    Some(VolumeAccess {
+        database: cluster.database().to_string(),
+        username: cluster.master_username.clone()?,
+        verifier: cluster.master_user_verifier.clone()?,
+    })
 }
 
 /// Whether a node's answer to a restore means it will never succeed. A time in the node's

@@ -8,7 +8,7 @@
 pub mod local;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ struct Node {
     healthy: AtomicBool,
     /// The node's disk is full: it serves its clusters' reads, but takes no new cluster.
     disk_full: AtomicBool,
+    /// The port it serves the PostgreSQL protocol on, as it last said (0: not known yet).
+    pg_port: AtomicU16,
 }
 
 /// Where a new cluster can go.
@@ -65,6 +67,7 @@ impl NodeRegistry {
                 client: RwLock::new(NodeClient::new(url, token, timeout)),
                 healthy: AtomicBool::new(true),
                 disk_full: AtomicBool::new(false),
+                pg_port: AtomicU16::new(0),
             })
             .collect();
         NodeRegistry {
@@ -133,6 +136,9 @@ impl NodeRegistry {
                 _ => None,
             };
             let healthy = health.as_ref().is_some_and(|h| h.status == "ok");
+            if let Some(port) = health.as_ref().and_then(|h| h.pg_port) {
+                node.pg_port.store(port, Ordering::Release);
+            }
             let full = health.is_some_and(|h| h.disk_full);
             if node.disk_full.swap(full, Ordering::AcqRel) != full {
                 if full {
@@ -143,6 +149,18 @@ impl NodeRegistry {
             }
             self.set_healthy(&node.name, healthy);
         }
+    }
+
+    /// Where clients reach the PostgreSQL protocol of node `name`: the host of its address and
+    /// the port it reported (kept across its restarts: the node reuses its port).
+    pub fn pg_endpoint(&self, name: &str) -> Option<(String, u16)> {
+        let node = self.node(name)?;
+        let port = node.pg_port.load(Ordering::Acquire);
+        if port == 0 {
+            return None;
+        }
+        let url = node.client.read().unwrap().base_url().to_string();
+        Some((host_of(&url)?, port))
     }
 
     pub fn set_disk_full(&self, name: &str, full: bool) {
@@ -219,6 +237,19 @@ impl NodeRegistry {
     }
 }
 
+/// The host of `http://host:port/...` (an IPv6 host without its brackets).
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +290,19 @@ mod tests {
             "http://elsewhere:2"
         );
         assert!(registry.client("zzz").is_none());
+    }
+
+    #[test]
+    fn the_host_of_a_node_address_is_its_endpoint() {
+        assert_eq!(
+            super::host_of("http://127.0.0.1:7000").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            super::host_of("http://node-0.nodes.ns.svc:7000/").as_deref(),
+            Some("node-0.nodes.ns.svc")
+        );
+        assert_eq!(super::host_of("http://[::1]:7000").as_deref(), Some("::1"));
+        assert_eq!(super::host_of("http://:7000"), None);
     }
 }

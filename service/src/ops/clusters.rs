@@ -150,6 +150,13 @@ pub struct DbCluster {
     pub deletion_protection: bool,
     #[serde(rename = "HttpEndpointEnabled")]
     pub http_endpoint_enabled: bool,
+    /// The host clients connect to with a PostgreSQL driver: its storage node's; absent
+    /// while the node has not said where it serves.
+    #[serde(rename = "Endpoint", skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(rename = "Port", skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The database name drivers connect to (`DatabaseName`, else the identifier).
     #[serde(rename = "DatabaseName", skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
     #[serde(rename = "MasterUsername", skip_serializing_if = "Option::is_none")]
@@ -385,7 +392,7 @@ impl Ops {
                             cluster.id
                         )));
                     }
-                    cluster.master_user_verifier = Some(verifier);
+                    cluster.set_verifier(verifier);
                 }
                 Ok(())
             })
@@ -484,6 +491,7 @@ impl Ops {
             }
             _ => cluster.earliest_backtrack_time(now),
         };
+        let endpoint = self.nodes.pg_endpoint(&cluster.node_id);
         DbCluster {
             db_cluster_identifier: cluster.id.to_string(),
             db_cluster_arn: self.settings.cluster_arn(cluster.id.as_str()),
@@ -502,7 +510,9 @@ impl Ops {
                 .map(|f| f.change_records_stored),
             deletion_protection: cluster.deletion_protection,
             http_endpoint_enabled: cluster.http_endpoint_enabled,
-            database_name: cluster.database_name.clone(),
+            endpoint: endpoint.as_ref().map(|(host, _)| host.clone()),
+            port: endpoint.map(|(_, port)| port),
+            database_name: Some(cluster.database().to_string()),
             master_username: cluster.master_username.clone(),
             tag_list: cluster.tags.clone(),
             clone_group_id: cluster.clone_group_id.clone(),

@@ -133,7 +133,8 @@ impl Ops {
             http_endpoint_enabled: request
                 .enable_http_endpoint
                 .unwrap_or(source.http_endpoint_enabled),
-            database_name: source.database_name.clone(),
+            // Its own database: clients reach it by its identifier, beside its source.
+            database_name: None,
             master_username: source.master_username.clone(),
             master_user_verifier: verifier,
             tags: request.tags,

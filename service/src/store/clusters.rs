@@ -214,6 +214,14 @@ impl Store {
 }
 
 async fn insert(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
+    // Taken identifiers first: the database-name index would otherwise answer for them too.
+    let taken = sqlx::query("SELECT 1 FROM clusters WHERE id = $1")
+        .bind(c.id.as_str().to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if taken.is_some() {
+        return Err(StoreError::ClusterExists(c.id.to_string()));
+    }
     let sql = format!(
         "INSERT INTO clusters ({CLUSTER_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
@@ -242,6 +250,13 @@ async fn insert(tx: &mut Tx, c: &Cluster) -> Result<(), StoreError> {
         .await;
     match result {
         Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation()
+                && (e.constraint() == Some("clusters_by_database")
+                    || e.message().contains("clusters_by_database")) =>
+        {
+            Err(StoreError::DatabaseNameTaken(c.database().to_string()))
+        }
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(StoreError::ClusterExists(c.id.to_string()))
         }

@@ -39,6 +39,9 @@ pub enum StoreError {
     ClusterExists(String),
     #[error("cluster {0} not found")]
     ClusterNotFound(String),
+    /// Another cluster's database has this name.
+    #[error("database name {0} is taken")]
+    DatabaseNameTaken(String),
     #[error("backtrack {0} not found")]
     BacktrackNotFound(String),
     /// The change is not legal in the cluster's current state; the text says why.

@@ -29,12 +29,14 @@ const SQLITE: Files = files!("sqlite":
     2 "0002_metering_and_events",
     3 "0003_clones",
     4 "0004_master_user_verifier",
+    5 "0005_database_names",
 );
 const POSTGRES: Files = files!("postgres":
     1 "0001_clusters_and_backtracks",
     2 "0002_metering_and_events",
     3 "0003_clones",
     4 "0004_master_user_verifier",
+    5 "0005_database_names",
 );
 
 type Resolved = std::pin::Pin<

@@ -375,6 +375,11 @@ pub async fn mount_healthy_node(node: &MockServer) {
         .respond_with(VolumeEcho)
         .mount(node)
         .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/v1/volumes/[^/]+/access$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(node)
+        .await;
     Mock::given(method("DELETE"))
         .and(path_regex("^/v1/volumes/[^/]+$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))

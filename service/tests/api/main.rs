@@ -14,6 +14,7 @@ mod jobs;
 mod metering;
 mod openapi;
 mod ops;
+mod pg;
 mod query;
 mod replicas;
 mod store;
