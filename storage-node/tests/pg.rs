@@ -222,3 +222,90 @@ async fn failed_logins_and_statements_get_postgresql_sqlstates() {
         .collect();
     assert_eq!(keys, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn a_backtrack_ends_every_connection_and_reconnections_see_the_state_at_t() {
+    let node = node_with_database().await;
+    let opts = options(&node, "admin", PASSWORD, "shop");
+    let connect = || PgConnection::connect_with(&opts);
+    let mut idle = connect().await.unwrap();
+    // What drivers send on connect.
+    sqlx::raw_sql("SET application_name = 'test'; SET extra_float_digits TO 3")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    let row = sqlx::raw_sql("SHOW application_name")
+        .fetch_one(&mut idle)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "test");
+    let row = sqlx::raw_sql("SHOW server_version")
+        .fetch_one(&mut idle)
+        .await
+        .unwrap();
+    assert!(row.get::<String, _>(0).starts_with("16."));
+    sqlx::raw_sql("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = now_us();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sqlx::raw_sql("INSERT INTO t VALUES (2)")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    let mut in_transaction = connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; INSERT INTO t VALUES (3)")
+        .execute(&mut in_transaction)
+        .await
+        .unwrap();
+
+    // Without Force, the open transaction refuses the backtrack, and nothing changes.
+    let request = |force| backtrack_storage_node::api::BacktrackRequest {
+        backtrack_id: uuid::Uuid::new_v4(),
+        to_us: t,
+        clamp_to_earliest: false,
+        force,
+    };
+    let refused = node
+        .client
+        .backtrack("v1", &request(false))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(backtrack_storage_node::api::ErrorCode::OpenTransactions)
+    );
+    let row = sqlx::raw_sql("SELECT count(*) FROM t")
+        .fetch_one(&mut idle)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 2);
+
+    // With Force it runs, and every connection ends with 57P01.
+    node.client.backtrack("v1", &request(true)).await.unwrap();
+    for conn in [&mut idle, &mut in_transaction] {
+        let e = sqlx::raw_sql("SELECT count(*) FROM t")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(e), "57P01");
+    }
+    let mut again = connect().await.unwrap();
+    let values: Vec<i64> = sqlx::raw_sql("SELECT x FROM t ORDER BY x")
+        .fetch_all(&mut again)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(values, [1]);
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}

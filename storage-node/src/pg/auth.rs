@@ -44,12 +44,18 @@ impl AuthSource for Credentials {
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
         let database = database_of(login.database(), login.user());
-        let Some((_, access)) = self.engine.database(database) else {
+        let Some((volume, access)) = self.engine.database(database) else {
             return Err(fatal(
                 "3D000",
                 format!("database \"{database}\" does not exist"),
             ));
         };
+        if self.engine.volume(&volume).is_ok_and(|v| v.is_switching()) {
+            return Err(fatal(
+                "57P03",
+                "the database is being backtracked; connect again in a moment",
+            ));
+        }
         let verifier = if login.user() == Some(access.username.as_str()) {
             Verifier::parse(&access.verifier)
                 .map_err(|e| fatal("XX000", format!("the stored verifier is unreadable: {e}")))?

@@ -3,6 +3,7 @@
 //! the node's transactions, which the connection's statements then run in; savepoints work
 //! inside it as SQLite's. A transaction still open when the connection ends is rolled back.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
@@ -19,14 +20,17 @@ use pgwire::messages::PgWireBackendMessage;
 use super::auth::database_of;
 use super::errors::{fatal, from_volume};
 use super::{split, types};
-use crate::api::ExecuteRequest;
+use crate::api::{ErrorCode, ExecuteRequest};
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
 
-/// One connection's state: its open transaction, if any (volume, transaction id).
+/// One connection's state: its open transaction, if any (volume, transaction id), the
+/// settings it made, and the backtrack count of its volume when it started.
 pub(super) struct Session {
     engine: Arc<Engine>,
     transaction: Mutex<Option<(String, String)>>,
+    settings: Mutex<BTreeMap<String, String>>,
+    generation: Mutex<Option<u64>>,
 }
 
 impl Session {
@@ -34,6 +38,86 @@ impl Session {
         Session {
             engine,
             transaction: Mutex::new(None),
+            settings: Mutex::new(BTreeMap::new()),
+            generation: Mutex::new(None),
+        }
+    }
+
+    /// Ends the session, as PostgreSQL ends a backend, once its volume was backtracked (the
+    /// state it was reading is gone) or while the backtrack switches it.
+    fn check_generation(&self, volume: &str) -> PgWireResult<()> {
+        let sql = self
+            .engine
+            .volume(volume)
+            .map_err(|e| fatal("3D000", e.message))?;
+        let now = sql.volume().backtracks_applied();
+        let mut seen = self.generation.lock().unwrap();
+        if sql.is_switching() || seen.is_some_and(|g| g != now) {
+            return Err(terminated());
+        }
+        *seen = Some(now);
+        Ok(())
+    }
+
+    /// `SET`, `RESET`, `SHOW` and `DISCARD`: the session's settings, which SQLite has none of;
+    /// drivers send them on connect. `SHOW` answers what was set, or the server's defaults.
+    fn setting(&self, verb: &str, sql: &str) -> Option<Response> {
+        let words: Vec<&str> = sql.split_whitespace().collect();
+        match verb {
+            "SET" => {
+                let rest = sql.trim_start()[3..].trim();
+                let rest = rest
+                    .strip_prefix("SESSION ")
+                    .or_else(|| rest.strip_prefix("LOCAL "))
+                    .unwrap_or(rest);
+                let (name, value) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(" TO "))
+                    .or_else(|| rest.split_once(" to "))
+                    .unwrap_or((rest, ""));
+                let value = value.trim().trim_matches('\'').to_string();
+                self.settings
+                    .lock()
+                    .unwrap()
+                    .insert(name.trim().to_ascii_lowercase(), value);
+                Some(Response::Execution(Tag::new("SET")))
+            }
+            "RESET" => {
+                let name = words.get(1)?.to_ascii_lowercase();
+                let mut settings = self.settings.lock().unwrap();
+                if name == "all" {
+                    settings.clear();
+                } else {
+                    settings.remove(&name);
+                }
+                Some(Response::Execution(Tag::new("RESET")))
+            }
+            "DISCARD" => {
+                self.settings.lock().unwrap().clear();
+                Some(Response::Execution(Tag::new("DISCARD ALL")))
+            }
+            "SHOW" => {
+                let name = words.get(1)?.trim_end_matches(';').to_ascii_lowercase();
+                let value = self
+                    .settings
+                    .lock()
+                    .unwrap()
+                    .get(&name)
+                    .cloned()
+                    .or_else(|| default_setting(&name).map(str::to_string))?;
+                let result = crate::api::ExecuteResult {
+                    columns: vec![crate::api::Column {
+                        name,
+                        decl_type: Some("TEXT".into()),
+                    }],
+                    rows: vec![vec![crate::api::Value::Text(value)]],
+                    rows_affected: 0,
+                    last_insert_rowid: None,
+                    runs: Vec::new(),
+                };
+                Some(rows_response(&result))
+            }
+            _ => None,
         }
     }
 
@@ -76,6 +160,9 @@ impl Session {
             ("ROLLBACK" | "ABORT", None) if !is_savepoint_verb(sql) => {
                 Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
             }
+            ("SET" | "RESET" | "SHOW" | "DISCARD", _) if self.setting(&verb, sql).is_some() => {
+                Ok(self.setting(&verb, sql).expect("answered just now"))
+            }
             (_, open) => {
                 let request = ExecuteRequest {
                     sql: sql.to_string(),
@@ -102,17 +189,7 @@ impl Session {
                         result.rows_affected,
                     )));
                 }
-                let fields = Arc::new(types::fields(&result.columns, &result.rows));
-                let mut encoder = DataRowEncoder::new(fields.clone());
-                let rows: Vec<PgWireResult<_>> = result
-                    .rows
-                    .iter()
-                    .map(|values| types::row(&mut encoder, &fields, values))
-                    .collect();
-                Ok(Response::Query(QueryResponse::new(
-                    fields,
-                    stream::iter(rows),
-                )))
+                Ok(rows_response(&result))
             }
         }
     }
@@ -147,10 +224,13 @@ impl SimpleQueryHandler for Session {
                 format!("database \"{database}\" does not exist any more"),
             ));
         };
+        self.check_generation(&volume)?;
         let mut out = Vec::new();
         for statement in split::statements(query) {
             match self.run(&volume, statement).await {
                 Ok(response) => out.push(response),
+                // The volume is switching to a backtrack: this session ends.
+                Err(e) if e.code == ErrorCode::Unavailable => return Err(terminated()),
                 Err(e) => {
                     out.push(Response::Error(Box::new(from_volume(&e))));
                     break;
@@ -162,6 +242,44 @@ impl SimpleQueryHandler for Session {
         }
         Ok(out)
     }
+}
+
+/// A result with rows, in text format.
+fn rows_response(result: &crate::api::ExecuteResult) -> Response {
+    let fields = Arc::new(types::fields(&result.columns, &result.rows));
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let rows: Vec<PgWireResult<_>> = result
+        .rows
+        .iter()
+        .map(|values| types::row(&mut encoder, &fields, values))
+        .collect();
+    Response::Query(QueryResponse::new(fields, stream::iter(rows)))
+}
+
+/// What ends a session when its volume is backtracked: PostgreSQL's admin_shutdown.
+pub(super) fn terminated() -> PgWireError {
+    fatal(
+        "57P01",
+        "terminating connection because the database was backtracked: reconnect to see it \
+         as it now is",
+    )
+}
+
+/// What `SHOW` says of a setting nobody set.
+fn default_setting(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "server_version" => super::SERVER_VERSION,
+        "server_encoding" | "client_encoding" => "UTF8",
+        "standard_conforming_strings" => "on",
+        "datestyle" => "ISO, MDY",
+        "timezone" => "UTC",
+        "transaction_isolation" | "default_transaction_isolation" => "serializable",
+        "transaction_read_only" | "default_transaction_read_only" => "off",
+        "integer_datetimes" => "on",
+        "search_path" => "public",
+        "max_identifier_length" => "63",
+        _ => return None,
+    })
 }
 
 fn first_word(sql: &str) -> String {

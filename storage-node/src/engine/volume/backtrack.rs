@@ -63,6 +63,11 @@ impl Volume {
     }
 
     /// The backtracks this volume remembers (the last 7 days), oldest first.
+    /// Backtrack switches applied so far: a reader that saw another count saw another state.
+    pub fn backtracks_applied(&self) -> u64 {
+        self.state.read().unwrap().backtracks_applied
+    }
+
     pub fn ledger(&self) -> Vec<BacktrackOutcome> {
         let mut all: Vec<BacktrackOutcome> = self
             .state
