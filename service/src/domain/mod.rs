@@ -186,9 +186,13 @@ pub enum SqlRefusal {
     NoVolume,
 }
 
-/// The one engine: Aurora MySQL's name, so RDS tooling accepts the clusters; the SQL dialect
-/// underneath is SQLite's.
+/// The default engine name: Aurora MySQL's, so RDS tooling accepts the clusters; the SQL
+/// dialect underneath is SQLite's.
 pub const ENGINE: &str = "aurora-mysql";
+/// The engine names a cluster may be created with: what RDS tooling sees. Every cluster runs
+/// the same engine (`ENGINE_VERSION` says which), with a backtrack window whatever the name
+/// (Aurora cannot backtrack its PostgreSQL clusters; these can).
+pub const ENGINES: [&str; 3] = [ENGINE, "aurora-postgresql", "postgres"];
 pub const ENGINE_VERSION: &str = "sqlite-3.46.0";
 pub const ENGINE_MODE: &str = "provisioned";
 
@@ -200,15 +204,16 @@ pub fn validate_engine(
     mode: Option<&str>,
 ) -> Result<String, String> {
     let engine = engine.unwrap_or(ENGINE);
-    if engine != ENGINE {
+    if !ENGINES.contains(&engine) {
         return Err(format!(
-            "Backtrack is not enabled for the {engine} engine: clusters run the {ENGINE} engine \
-             (SQL dialect: SQLite)."
+            "The engine {engine} is not offered: clusters are {} (every one runs SQLite's SQL \
+             dialect, reached over the Data API and the PostgreSQL protocol).",
+            ENGINES.join(", ")
         ));
     }
     if let Some(version) = version.filter(|v| *v != ENGINE_VERSION) {
         return Err(format!(
-            "Cannot find version {version} for {ENGINE}; the available version is {ENGINE_VERSION}."
+            "Cannot find version {version} for {engine}; the available version is {ENGINE_VERSION}."
         ));
     }
     if let Some(mode) = mode.filter(|m| *m != ENGINE_MODE) {
@@ -219,7 +224,6 @@ pub fn validate_engine(
     Ok(engine.to_string())
 }
 
-/// Checks tags as RDS does: keys of 1-128 characters, values of at most 256.
 /// A master user name: 1 to 63 letters, digits and underscores, a letter first (PostgreSQL's
 /// identifier rules, which every driver accepts unquoted).
 pub fn validate_master_username(name: &str) -> Result<(), String> {
@@ -252,6 +256,7 @@ pub fn validate_master_password(password: &str) -> Result<(), String> {
     }
 }
 
+/// Checks tags as RDS does: keys of 1-128 characters, values of at most 256.
 pub fn validate_tags(tags: &[Tag]) -> Result<(), String> {
     match tags
         .iter()
@@ -545,7 +550,10 @@ mod tests {
     #[test]
     fn one_engine_version_and_mode_are_accepted() {
         assert_eq!(validate_engine(None, None, None).unwrap(), ENGINE);
-        assert!(validate_engine(Some("postgres"), None, None).is_err());
+        assert!(validate_engine(Some("mysql"), None, None).is_err());
+        for engine in ENGINES {
+            assert_eq!(validate_engine(Some(engine), None, None).unwrap(), engine);
+        }
         assert!(validate_engine(None, Some("8.0"), None).is_err());
         assert!(validate_engine(None, None, Some("serverless")).is_err());
         let tag = |k: &str| Tag {

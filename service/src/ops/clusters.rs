@@ -36,7 +36,9 @@ pub struct CreateDbClusterRequest {
         max_length = 63
     )]
     pub db_cluster_identifier: Option<String>,
-    /// `aurora-mysql` (the default and only engine).
+    /// `aurora-mysql` (the default), `aurora-postgresql` or `postgres`: the name RDS tooling
+    /// sees. Every cluster runs the same engine (`EngineVersion`: SQLite's dialect), with a
+    /// backtrack window and the PostgreSQL protocol whatever the name.
     #[serde(rename = "Engine", default)]
     pub engine: Option<String>,
     #[serde(rename = "EngineVersion", default)]
