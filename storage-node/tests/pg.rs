@@ -309,3 +309,96 @@ fn now_us() -> i64 {
         .unwrap()
         .as_micros() as i64
 }
+
+#[tokio::test]
+async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() {
+    let node = node_with_database().await;
+    let mut conn = PgConnection::connect_with(&options(&node, "admin", PASSWORD, "shop"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE p (id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT, b BLOB, f BOOLEAN)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO p (n, r, t, b, f) VALUES ($1, $2, $3, $4, $5)")
+        .bind(42_i64)
+        .bind(2.5_f64)
+        .bind("héllo $1 ;")
+        .bind(vec![1u8, 2, 3])
+        .bind(true)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO p (n, r, t, f) VALUES ($1, $2, $3, $4)")
+        .bind(7_i32)
+        .bind(1.5_f32)
+        .bind(None::<String>)
+        .bind(false)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT n, r, t, b, f FROM p WHERE n = $1")
+        .bind(42_i64)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("n"), 42);
+    assert_eq!(row.get::<f64, _>("r"), 2.5);
+    assert_eq!(row.get::<String, _>("t"), "héllo $1 ;");
+    assert_eq!(row.get::<Vec<u8>, _>("b"), vec![1, 2, 3]);
+    assert!(row.get::<bool, _>("f"));
+    let row = sqlx::query("SELECT n, t, f FROM p WHERE n = $1")
+        .bind(7_i16)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<Option<String>, _>("t"), None);
+    assert!(!row.get::<bool, _>("f"));
+    let done = sqlx::query("UPDATE p SET t = $1 WHERE n > $2")
+        .bind("x")
+        .bind(0_i64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 2);
+    // An expression's type is known only from its values: it is described as text.
+    let row = sqlx::query("SELECT count(*) FROM p")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "2");
+
+    // The driver's own transactions.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("DELETE FROM p WHERE n = $1")
+        .bind(42_i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(node.client.volume("v1").await.unwrap().open_transactions, 1);
+    tx.rollback().await.unwrap();
+    let count: Vec<i64> = sqlx::query("SELECT n FROM p ORDER BY n")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(count, [7, 42]);
+
+    // Errors keep their SQLSTATEs; bad parameters are 22P02.
+    let e = sqlx::query("INSERT INTO missing VALUES ($1)")
+        .bind(1_i64)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), "42P01");
+    let e = sqlx::query("INSERT INTO p (id) VALUES ($1)")
+        .bind(1_i64)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), "23505");
+}

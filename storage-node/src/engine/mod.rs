@@ -415,6 +415,11 @@ impl Engine {
         self.volume(id)?.execute(request)
     }
 
+    /// The parameters and result columns of `sql` on volume `id`, without running it.
+    pub fn describe(&self, id: &str, sql: &str) -> Result<sql::Described, VolumeError> {
+        self.volume(id)?.describe(sql)
+    }
+
     pub fn begin(&self, id: &str) -> Result<String, VolumeError> {
         self.volume(id)?.begin()
     }

@@ -8,11 +8,13 @@
 //! The protocol itself is the `pgwire` crate's; this module answers its callbacks:
 //! - `auth`: who may connect, from the volumes' access;
 //! - `query`: the simple query protocol: a string of statements, run one at a time;
+//! - `extended`: the extended query protocol: prepared statements, parameters, portals;
 //! - `types`: SQLite's values and declared types as PostgreSQL types;
 //! - `errors`: the engine's refusals as SQLSTATEs.
 
 mod auth;
 mod errors;
+mod extended;
 mod query;
 mod split;
 mod types;
@@ -79,6 +81,10 @@ impl Handlers {
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
         self.session.clone()
     }
 

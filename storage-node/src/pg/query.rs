@@ -19,8 +19,9 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::auth::database_of;
 use super::errors::{fatal, from_volume};
+use super::extended::Parser;
 use super::{split, types};
-use crate::api::{ErrorCode, ExecuteRequest};
+use crate::api::{ErrorCode, ExecuteRequest, ExecuteResult, Value};
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
 
@@ -28,6 +29,7 @@ use crate::engine::Engine;
 /// settings it made, and the backtrack count of its volume when it started.
 pub(super) struct Session {
     engine: Arc<Engine>,
+    parser: Arc<Parser>,
     transaction: Mutex<Option<(String, String)>>,
     settings: Mutex<BTreeMap<String, String>>,
     generation: Mutex<Option<u64>>,
@@ -36,6 +38,7 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn new(engine: Arc<Engine>) -> Self {
         Session {
+            parser: Arc::new(Parser::new(engine.clone())),
             engine,
             transaction: Mutex::new(None),
             settings: Mutex::new(BTreeMap::new()),
@@ -45,7 +48,15 @@ impl Session {
 
     /// Ends the session, as PostgreSQL ends a backend, once its volume was backtracked (the
     /// state it was reading is gone) or while the backtrack switches it.
-    fn check_generation(&self, volume: &str) -> PgWireResult<()> {
+    pub(super) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(super) fn parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    pub(super) fn check_generation(&self, volume: &str) -> PgWireResult<()> {
         let sql = self
             .engine
             .volume(volume)
@@ -61,7 +72,7 @@ impl Session {
 
     /// `SET`, `RESET`, `SHOW` and `DISCARD`: the session's settings, which SQLite has none of;
     /// drivers send them on connect. `SHOW` answers what was set, or the server's defaults.
-    fn setting(&self, verb: &str, sql: &str) -> Option<Response> {
+    fn setting(&self, verb: &str, sql: &str) -> Option<Outcome> {
         let words: Vec<&str> = sql.split_whitespace().collect();
         match verb {
             "SET" => {
@@ -80,7 +91,7 @@ impl Session {
                     .lock()
                     .unwrap()
                     .insert(name.trim().to_ascii_lowercase(), value);
-                Some(Response::Execution(Tag::new("SET")))
+                Some(Outcome::Done(Response::Execution(Tag::new("SET"))))
             }
             "RESET" => {
                 let name = words.get(1)?.to_ascii_lowercase();
@@ -90,11 +101,11 @@ impl Session {
                 } else {
                     settings.remove(&name);
                 }
-                Some(Response::Execution(Tag::new("RESET")))
+                Some(Outcome::Done(Response::Execution(Tag::new("RESET"))))
             }
             "DISCARD" => {
                 self.settings.lock().unwrap().clear();
-                Some(Response::Execution(Tag::new("DISCARD ALL")))
+                Some(Outcome::Done(Response::Execution(Tag::new("DISCARD ALL"))))
             }
             "SHOW" => {
                 let name = words.get(1)?.trim_end_matches(';').to_ascii_lowercase();
@@ -105,17 +116,17 @@ impl Session {
                     .get(&name)
                     .cloned()
                     .or_else(|| default_setting(&name).map(str::to_string))?;
-                let result = crate::api::ExecuteResult {
+                let result = ExecuteResult {
                     columns: vec![crate::api::Column {
                         name,
                         decl_type: Some("TEXT".into()),
                     }],
-                    rows: vec![vec![crate::api::Value::Text(value)]],
+                    rows: vec![vec![Value::Text(value)]],
                     rows_affected: 0,
                     last_insert_rowid: None,
                     runs: Vec::new(),
                 };
-                Some(rows_response(&result))
+                Some(Outcome::Rows(result))
             }
             _ => None,
         }
@@ -132,7 +143,14 @@ impl Session {
             .unwrap_or_else(|e| Err(VolumeError::internal(e)))
     }
 
-    async fn run(&self, volume: &str, sql: &str) -> Result<Response, VolumeError> {
+    /// Runs one statement with its parameters: a transaction verb or a setting here, the rest
+    /// in the node's engine.
+    pub(super) async fn run(
+        &self,
+        volume: &str,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Outcome, VolumeError> {
         let verb = first_word(sql);
         let open = self.transaction.lock().unwrap().clone();
         match (verb.as_str(), open) {
@@ -142,30 +160,37 @@ impl Session {
                     self.blocking(move |e| e.begin(&volume)).await?
                 };
                 *self.transaction.lock().unwrap() = Some((volume.to_string(), id));
-                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+                Ok(Outcome::Done(Response::TransactionStart(Tag::new("BEGIN"))))
             }
             // Already in one: PostgreSQL warns and goes on.
-            ("BEGIN" | "START", Some(_)) => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            ("BEGIN" | "START", Some(_)) => {
+                Ok(Outcome::Done(Response::TransactionStart(Tag::new("BEGIN"))))
+            }
             ("COMMIT" | "END", Some((volume, id))) => {
                 *self.transaction.lock().unwrap() = None;
                 self.blocking(move |e| e.commit(&volume, &id)).await?;
-                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
+                Ok(Outcome::Done(Response::TransactionEnd(Tag::new("COMMIT"))))
             }
             ("ROLLBACK" | "ABORT", Some((volume, id))) if !is_savepoint_verb(sql) => {
                 *self.transaction.lock().unwrap() = None;
                 self.blocking(move |e| e.rollback(&volume, &id)).await?;
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+                Ok(Outcome::Done(Response::TransactionEnd(Tag::new(
+                    "ROLLBACK",
+                ))))
             }
-            ("COMMIT" | "END", None) => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
-            ("ROLLBACK" | "ABORT", None) if !is_savepoint_verb(sql) => {
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+            ("COMMIT" | "END", None) => {
+                Ok(Outcome::Done(Response::TransactionEnd(Tag::new("COMMIT"))))
             }
+            ("ROLLBACK" | "ABORT", None) if !is_savepoint_verb(sql) => Ok(Outcome::Done(
+                Response::TransactionEnd(Tag::new("ROLLBACK")),
+            )),
             ("SET" | "RESET" | "SHOW" | "DISCARD", _) if self.setting(&verb, sql).is_some() => {
                 Ok(self.setting(&verb, sql).expect("answered just now"))
             }
             (_, open) => {
                 let request = ExecuteRequest {
                     sql: sql.to_string(),
+                    params,
                     transaction_id: open.map(|(_, id)| id),
                     ..Default::default()
                 };
@@ -184,12 +209,12 @@ impl Session {
                     }
                 };
                 if result.columns.is_empty() {
-                    return Ok(Response::Execution(command_tag(
+                    return Ok(Outcome::Done(Response::Execution(command_tag(
                         &verb,
                         result.rows_affected,
-                    )));
+                    ))));
                 }
-                Ok(rows_response(&result))
+                Ok(Outcome::Rows(result))
             }
         }
     }
@@ -212,23 +237,13 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let metadata = client.metadata();
-        let database = database_of(
-            metadata.get(METADATA_DATABASE).map(String::as_str),
-            metadata.get(METADATA_USER).map(String::as_str),
-        )
-        .to_string();
-        let Some((volume, _)) = self.engine.database(&database) else {
-            return Err(fatal(
-                "3D000",
-                format!("database \"{database}\" does not exist any more"),
-            ));
-        };
+        let volume = volume_of(&self.engine, client)?;
         self.check_generation(&volume)?;
         let mut out = Vec::new();
         for statement in split::statements(query) {
-            match self.run(&volume, statement).await {
-                Ok(response) => out.push(response),
+            match self.run(&volume, statement, Vec::new()).await {
+                Ok(Outcome::Done(response)) => out.push(response),
+                Ok(Outcome::Rows(result)) => out.push(rows_response(&result)),
                 // The volume is switching to a backtrack: this session ends.
                 Err(e) if e.code == ErrorCode::Unavailable => return Err(terminated()),
                 Err(e) => {
@@ -244,8 +259,32 @@ impl SimpleQueryHandler for Session {
     }
 }
 
-/// A result with rows, in text format.
-fn rows_response(result: &crate::api::ExecuteResult) -> Response {
+/// The volume of the database the client connected to.
+pub(super) fn volume_of<C: ClientInfo>(engine: &Engine, client: &C) -> PgWireResult<String> {
+    let metadata = client.metadata();
+    let database = database_of(
+        metadata.get(METADATA_DATABASE).map(String::as_str),
+        metadata.get(METADATA_USER).map(String::as_str),
+    );
+    engine
+        .database(database)
+        .map(|(volume, _)| volume)
+        .ok_or_else(|| {
+            fatal(
+                "3D000",
+                format!("database \"{database}\" does not exist any more"),
+            )
+        })
+}
+
+/// What a statement came to: a response made already, or rows to describe and send.
+pub(super) enum Outcome {
+    Done(Response),
+    Rows(ExecuteResult),
+}
+
+/// A result with rows, typed by its columns and values, in text format.
+fn rows_response(result: &ExecuteResult) -> Response {
     let fields = Arc::new(types::fields(&result.columns, &result.rows));
     let mut encoder = DataRowEncoder::new(fields.clone());
     let rows: Vec<PgWireResult<_>> = result

@@ -32,6 +32,7 @@ mod transactions;
 mod view;
 
 pub use limits::{set_memory_limit, SqlLimits};
+pub use statement::Described;
 pub use view::View;
 
 use std::cell::RefCell;
@@ -198,6 +199,23 @@ fn guarded(conn: Connection) -> Result<Conn, VolumeError> {
 
 impl SqlVolume {
     /// Runs one statement (once, or once per parameter set), in autocommit or in a transaction.
+    /// The parameters and result columns of `sql`, prepared on an idle connection and not run.
+    pub fn describe(&self, sql: &str) -> Result<statement::Described, VolumeError> {
+        self.check_available()?;
+        let conn = match self.idle.lock().unwrap().pop() {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        *conn.refusal.lock().unwrap() = None;
+        let described =
+            statement::describe_statement(&conn, sql).map_err(|e| self.explain(&conn, e));
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < IDLE_CONNECTIONS && !conn.tainted.load(Ordering::Relaxed) {
+            idle.push(conn);
+        }
+        described
+    }
+
     pub fn execute(&self, request: &ExecuteRequest) -> Result<ExecuteResult, VolumeError> {
         self.check_available()?;
         let _gate = self.gate.read().unwrap();

@@ -9,6 +9,14 @@ use super::super::volume::VolumeError;
 use super::{Conn, MAX_RESULT_BYTES, STATEMENT_CACHE};
 use crate::api::{Column, ErrorCode, ExecuteRequest, ExecuteResult, RunEffect, Value};
 
+/// A prepared statement's shape (see [`describe_statement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub params: usize,
+    pub columns: Vec<Column>,
+    pub readonly: bool,
+}
+
 fn columns_of(statement: &rusqlite::Statement<'_>) -> Vec<Column> {
     statement
         .columns()
@@ -44,6 +52,17 @@ fn prepare_one<'c>(conn: &'c Conn, sql: &str) -> Result<CachedStatement<'c>, Vol
         single.insert(sql.to_string());
     }
     conn.conn.prepare_cached(sql).map_err(sql_error)
+}
+
+/// What a statement takes and gives, without running it: its parameters, its result columns,
+/// and whether it only reads. Prepared as `execute_statement` would, under the same rules.
+pub(super) fn describe_statement(conn: &Conn, sql: &str) -> Result<Described, VolumeError> {
+    let statement = prepare_one(conn, sql)?;
+    Ok(Described {
+        params: statement.parameter_count(),
+        columns: columns_of(&statement),
+        readonly: statement.readonly(),
+    })
 }
 
 pub(super) fn execute_statement(
