@@ -45,6 +45,19 @@ pub struct NodeConfig {
     #[arg(long, env = "BACKTRACK_NODE_PG_LISTEN", default_value = "127.0.0.1:0")]
     pub pg_listen: SocketAddr,
 
+    /// The most PostgreSQL connections the node takes at once, over all its volumes; one more
+    /// is refused with SQLSTATE 53300.
+    #[arg(long, env = "BACKTRACK_NODE_PG_MAX_CONNECTIONS", default_value_t = 500)]
+    pub pg_max_connections: usize,
+
+    /// The most PostgreSQL connections one volume's database takes at once (53300 beyond).
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_PG_MAX_CONNECTIONS_PER_DATABASE",
+        default_value_t = 100
+    )]
+    pub pg_max_connections_per_database: usize,
+
     /// Directory of the node's log and volumes; created if missing.
     #[arg(long, env = "BACKTRACK_NODE_DATA_DIR", default_value = "./data/node")]
     pub data_dir: PathBuf,

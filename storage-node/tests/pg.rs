@@ -34,6 +34,10 @@ mod tempdir {
 }
 
 async fn node_with_database() -> Node {
+    node_with_database_and(&[]).await
+}
+
+async fn node_with_database_and(flags: &[&str]) -> Node {
     let dir = tempdir::Dir(
         std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("pg-{}", uuid::Uuid::new_v4().simple())),
@@ -41,6 +45,7 @@ async fn node_with_database() -> Node {
     let process = Spawned::start(
         Command::new(env!("CARGO_BIN_EXE_backtrack-storage-node"))
             .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
+            .args(flags)
             .arg("--data-dir")
             .arg(&dir.0)
             .env("RUST_LOG", "warn"),
@@ -401,4 +406,37 @@ async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() 
         .await
         .unwrap_err();
     assert_eq!(sqlstate(e), "23505");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limits_are_refused_with_53300_until_one_goes() {
+    let node = node_with_database_and(&["--pg-max-connections-per-database", "2"]).await;
+    let opts = options(&node, "admin", PASSWORD, "shop");
+    let first = PgConnection::connect_with(&opts).await.unwrap();
+    let mut second = PgConnection::connect_with(&opts).await.unwrap();
+    let refused = PgConnection::connect_with(&opts).await.unwrap_err();
+    assert_eq!(sqlstate(refused), "53300");
+    // Failed logins take no place.
+    for _ in 0..3 {
+        let wrong = options(&node, "admin", "wrong-Horse9", "shop");
+        assert!(PgConnection::connect_with(&wrong).await.is_err());
+    }
+    first.close().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut third = loop {
+        match PgConnection::connect_with(&opts).await {
+            Ok(conn) => break conn,
+            Err(e) => {
+                assert_eq!(sqlstate(e), "53300");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for conn in [&mut second, &mut third] {
+        sqlx::raw_sql("SELECT 1").execute(&mut *conn).await.unwrap();
+    }
 }

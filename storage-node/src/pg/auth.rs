@@ -2,7 +2,7 @@
 //! SCRAM-SHA-256 against its verifier. An unknown database is 3D000; a wrong user or password
 //! is 28P01, the same for both (a wrong user runs the exchange against a verifier nobody has).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pgwire::api::auth::sasl::scram::ScramSecret;
@@ -10,11 +10,15 @@ use pgwire::api::auth::{AuthSource, LoginInfo, Password};
 use pgwire::error::{PgWireError, PgWireResult};
 
 use super::errors::fatal;
+use super::{Limits, Slot};
 use crate::engine::Engine;
 use crate::scram::Verifier;
 
 pub(super) struct Credentials {
     engine: Arc<Engine>,
+    limits: Limits,
+    /// This connection's place among the node's and its database's connections.
+    slot: Mutex<Option<Slot>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -24,8 +28,12 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub(super) fn new(engine: Arc<Engine>) -> Self {
-        Credentials { engine }
+    pub(super) fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+        Credentials {
+            engine,
+            limits,
+            slot: Mutex::new(None),
+        }
     }
 }
 
@@ -56,6 +64,8 @@ impl AuthSource for Credentials {
                 "the database is being backtracked; connect again in a moment",
             ));
         }
+        let slot = self.limits.admit(&volume)?;
+        *self.slot.lock().unwrap() = Some(slot);
         let verifier = if login.user() == Some(access.username.as_str()) {
             Verifier::parse(&access.verifier)
                 .map_err(|e| fatal("XX000", format!("the stored verifier is unreadable: {e}")))?

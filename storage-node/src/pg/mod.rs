@@ -19,12 +19,14 @@ mod query;
 mod split;
 mod types;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::PgWireServerHandlers;
+use pgwire::error::PgWireResult;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,14 +35,84 @@ use crate::engine::Engine;
 /// What the server says it is: a PostgreSQL version drivers accept (they parse it).
 const SERVER_VERSION: &str = "16.6";
 
+/// How many connections the node and each database take at once.
+#[derive(Clone)]
+pub struct Limits {
+    node: usize,
+    per_database: usize,
+    open: Arc<Mutex<Open>>,
+}
+
+#[derive(Default)]
+struct Open {
+    node: usize,
+    by_volume: HashMap<String, usize>,
+}
+
+impl Limits {
+    pub fn new(node: usize, per_database: usize) -> Self {
+        Limits {
+            node,
+            per_database,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for a connection to `volume`, held until dropped; refused with 53300 when the
+    /// node or the database has no room.
+    pub(crate) fn admit(&self, volume: &str) -> PgWireResult<Slot> {
+        let mut open = self.open.lock().unwrap();
+        let here = open.by_volume.get(volume).copied().unwrap_or(0);
+        if open.node >= self.node || here >= self.per_database {
+            return Err(errors::fatal(
+                "53300",
+                format!(
+                    "sorry, too many clients already (at most {} per database and {} per node)",
+                    self.per_database, self.node
+                ),
+            ));
+        }
+        open.node += 1;
+        *open.by_volume.entry(volume.to_string()).or_default() += 1;
+        Ok(Slot {
+            limits: self.clone(),
+            volume: volume.to_string(),
+        })
+    }
+}
+
+/// A connection's place, given back when it ends.
+pub(crate) struct Slot {
+    limits: Limits,
+    volume: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap();
+        open.node -= 1;
+        if let Some(n) = open.by_volume.get_mut(&self.volume) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_volume.remove(&self.volume);
+            }
+        }
+    }
+}
+
 /// Serves connections from `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     let _ = socket.set_nodelay(true);
-                    let handlers = Arc::new(Handlers::new(engine.clone()));
+                    let handlers = Arc::new(Handlers::new(engine.clone(), limits.clone()));
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
                             tracing::debug!(error = %e, "PostgreSQL connection ended");
@@ -65,12 +137,12 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(engine: Arc<Engine>) -> Self {
+    fn new(engine: Arc<Engine>, limits: Limits) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_string();
         parameters.is_superuser = false;
         let scram = pgwire::api::auth::sasl::scram::ScramAuth::new(Arc::new(
-            auth::Credentials::new(engine.clone()),
+            auth::Credentials::new(engine.clone(), limits),
         ));
         Handlers {
             startup: Arc::new(SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram)),
