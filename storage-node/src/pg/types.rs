@@ -102,6 +102,12 @@ fn encode(encoder: &mut DataRowEncoder, field: &FieldInfo, value: &Value) -> PgW
                 return encoder.encode_field(&n);
             }
         }
+        // A boolean sent as untyped text ('true', 't', 'false', ...) is stored as text.
+        Value::Text(v) if *pg_type == Type::BOOL => match v.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" | "on" | "yes" | "y" => return encoder.encode_field(&true),
+            "f" | "false" | "0" | "off" | "no" | "n" => return encoder.encode_field(&false),
+            _ => {}
+        },
         Value::Text(v) if *pg_type == Type::FLOAT8 => {
             if let Ok(n) = v.trim().parse::<f64>() {
                 return encoder.encode_field(&n);
