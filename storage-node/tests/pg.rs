@@ -206,6 +206,9 @@ async fn failed_logins_and_statements_get_postgresql_sqlstates() {
         ("SELECT * FROM missing", "42P01"),
         ("SELEKT 1", "42601"),
         ("PRAGMA writable_schema = 1", "42501"),
+        ("CREATE EXTENSION postgis", "0A000"),
+        ("COPY u FROM STDIN", "0A000"),
+        ("TRUNCATE u", "0A000"),
     ] {
         let e = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
         assert_eq!(sqlstate(e), code, "{sql}");
@@ -394,6 +397,11 @@ async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() 
     assert_eq!(count, [7, 42]);
 
     // Errors keep their SQLSTATEs; bad parameters are 22P02.
+    let e = sqlx::query("LISTEN events")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), "0A000");
     let e = sqlx::query("INSERT INTO missing VALUES ($1)")
         .bind(1_i64)
         .execute(&mut conn)

@@ -39,6 +39,75 @@ pub(super) fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// PostgreSQL statements SQLite has no counterpart for: a clear 0A000 naming the dialect,
+/// rather than SQLite's syntax error.
+pub(super) fn postgres_only(sql: &str) -> Option<ErrorInfo> {
+    const VERBS: [&str; 24] = [
+        "COPY",
+        "LISTEN",
+        "NOTIFY",
+        "UNLISTEN",
+        "GRANT",
+        "REVOKE",
+        "TRUNCATE",
+        "LOCK",
+        "CLUSTER",
+        "DO",
+        "CALL",
+        "FETCH",
+        "MOVE",
+        "DECLARE",
+        "CLOSE",
+        "DEALLOCATE",
+        "PREPARE",
+        "EXECUTE",
+        "COMMENT",
+        "SECURITY",
+        "REFRESH",
+        "IMPORT",
+        "CHECKPOINT",
+        "REASSIGN",
+    ];
+    const OBJECTS: [&str; 20] = [
+        "EXTENSION",
+        "SCHEMA",
+        "ROLE",
+        "USER",
+        "DATABASE",
+        "FUNCTION",
+        "PROCEDURE",
+        "SEQUENCE",
+        "TYPE",
+        "DOMAIN",
+        "POLICY",
+        "PUBLICATION",
+        "SUBSCRIPTION",
+        "MATERIALIZED",
+        "AGGREGATE",
+        "OPERATOR",
+        "RULE",
+        "TABLESPACE",
+        "LANGUAGE",
+        "SERVER",
+    ];
+    let upper = sql.to_ascii_uppercase();
+    let mut words = upper.split_whitespace();
+    let first = words.next()?;
+    let what = if VERBS.contains(&first) {
+        first.to_string()
+    } else {
+        let second = words.next().filter(|w| OBJECTS.contains(w))?;
+        matches!(first, "CREATE" | "ALTER" | "DROP").then(|| format!("{first} {second}"))?
+    };
+    Some(error(
+        "0A000",
+        format!(
+            "{what} is a PostgreSQL statement; this database runs SQLite's SQL dialect \
+             (https://sqlite.org/lang.html), which has no {what}"
+        ),
+    ))
+}
+
 /// The SQLSTATE of an engine error.
 pub(super) fn from_volume(e: &VolumeError) -> ErrorInfo {
     let code = match e.code {

@@ -61,6 +61,9 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let volume = volume_of(&self.engine, client)?;
+        if let Some(refused) = super::errors::postgres_only(sql) {
+            return Err(user_error(refused));
+        }
         let sql = numbered(sql.trim().trim_end_matches(';'));
         if let Some(described) = Session::described_here(&sql) {
             return Ok(Some(Prepared { sql, described }));

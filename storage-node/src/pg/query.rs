@@ -18,7 +18,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::auth::database_of;
-use super::errors::{fatal, from_volume};
+use super::errors::{fatal, from_volume, postgres_only};
 use super::extended::Parser;
 use super::{split, types};
 use crate::api::{ErrorCode, ExecuteRequest, ExecuteResult, Value};
@@ -241,6 +241,10 @@ impl SimpleQueryHandler for Session {
         self.check_generation(&volume)?;
         let mut out = Vec::new();
         for statement in split::statements(query) {
+            if let Some(refused) = postgres_only(statement) {
+                out.push(Response::Error(Box::new(refused)));
+                break;
+            }
             match self.run(&volume, statement, Vec::new()).await {
                 Ok(Outcome::Done(response)) => out.push(response),
                 Ok(Outcome::Rows(result)) => out.push(rows_response(&result)),
