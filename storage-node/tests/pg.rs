@@ -125,7 +125,7 @@ async fn a_driver_connects_with_scram_and_runs_sqlite_sql_with_typed_results() {
 
     // A transaction is one of the node's: open, it counts for a backtrack's Force.
     sqlx::raw_sql(
-        "BEGIN; INSERT INTO t (name) VALUES ('in tx'); SAVEPOINT s; \
+        "/* the app's */ BEGIN; INSERT INTO t (name) VALUES ('in tx'); SAVEPOINT s; \
                    INSERT INTO t (name) VALUES ('undone'); ROLLBACK TO s",
     )
     .execute(&mut conn)
@@ -396,24 +396,19 @@ async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() 
         .collect();
     assert_eq!(count, [7, 42]);
 
-    // Errors keep their SQLSTATEs; bad parameters are 22P02.
-    let e = sqlx::query("LISTEN events")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(e), "0A000");
-    let e = sqlx::query("INSERT INTO missing VALUES ($1)")
-        .bind(1_i64)
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(e), "42P01");
-    let e = sqlx::query("INSERT INTO p (id) VALUES ($1)")
-        .bind(1_i64)
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(e), "23505");
+    // Errors keep their SQLSTATEs through the extended protocol.
+    for (sql, code) in [
+        ("LISTEN events", "0A000"),
+        ("INSERT INTO missing VALUES ($1)", "42P01"),
+        ("INSERT INTO p (id) VALUES ($1)", "23505"),
+    ] {
+        let mut query = sqlx::query(sql);
+        if sql.contains("$1") {
+            query = query.bind(1_i64);
+        }
+        let e = query.execute(&mut conn).await.unwrap_err();
+        assert_eq!(sqlstate(e), code, "{sql}");
+    }
 }
 
 #[tokio::test]

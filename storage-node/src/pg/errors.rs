@@ -90,13 +90,12 @@ pub(super) fn postgres_only(sql: &str) -> Option<ErrorInfo> {
         "LANGUAGE",
         "SERVER",
     ];
-    let upper = sql.to_ascii_uppercase();
-    let mut words = upper.split_whitespace();
-    let first = words.next()?;
+    let words = crate::engine::sql::leading_words(sql, 2);
+    let first = words.first()?.as_str();
     let what = if VERBS.contains(&first) {
         first.to_string()
     } else {
-        let second = words.next().filter(|w| OBJECTS.contains(w))?;
+        let second = words.get(1).filter(|w| OBJECTS.contains(&w.as_str()))?;
         matches!(first, "CREATE" | "ALTER" | "DROP").then(|| format!("{first} {second}"))?
     };
     Some(error(

@@ -20,10 +20,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::from_volume;
-use super::query::{terminated, volume_of, Outcome, Session};
+use super::query::{is_savepoint_verb, terminated, volume_of, Outcome, Session};
 use super::types;
 use crate::api::{Column, ErrorCode, Value};
-use crate::engine::sql::Described;
+use crate::engine::sql::{leading_words, Described};
 use crate::engine::Engine;
 
 /// A parsed statement: SQLite's text and its shape.
@@ -143,25 +143,20 @@ impl ExtendedQueryHandler for Session {
 impl Session {
     /// The shape of a statement this module answers itself (see `Session::run`).
     fn described_here(sql: &str) -> Option<Described> {
-        let verb = sql
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
+        let words = leading_words(sql, 2);
+        let verb = words.first().cloned().unwrap_or_default();
         let columns = match verb.as_str() {
             "SHOW" => vec![Column {
-                name: sql
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("setting")
-                    .to_ascii_lowercase(),
+                name: words
+                    .get(1)
+                    .map_or("setting".into(), |w| w.to_ascii_lowercase()),
                 decl_type: Some("TEXT".into()),
             }],
             "SET" | "RESET" | "DISCARD" | "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK"
             | "ABORT" => Vec::new(),
             _ => return None,
         };
-        if verb == "ROLLBACK" && sql.to_ascii_uppercase().contains(" TO ") {
+        if verb == "ROLLBACK" && is_savepoint_verb(sql) {
             return None;
         }
         Some(Described {

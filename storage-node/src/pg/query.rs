@@ -22,6 +22,7 @@ use super::errors::{fatal, from_volume, postgres_only};
 use super::extended::Parser;
 use super::{split, types};
 use crate::api::{ErrorCode, ExecuteRequest, ExecuteResult, Value};
+use crate::engine::sql::leading_words;
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
 
@@ -325,22 +326,14 @@ fn default_setting(name: &str) -> Option<&'static str> {
     })
 }
 
-fn first_word(sql: &str) -> String {
-    sql.trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase()
+/// A statement's first word, upper-cased, after any comments.
+pub(super) fn first_word(sql: &str) -> String {
+    leading_words(sql, 1).pop().unwrap_or_default()
 }
 
-/// `ROLLBACK TO [SAVEPOINT] x`, and `BEGIN`'s words that are not a transaction start
-/// (SQLite's `BEGIN` takes DEFERRED, IMMEDIATE, EXCLUSIVE, which the node's own transaction
-/// decides): savepoint statements go to SQLite.
-fn is_savepoint_verb(sql: &str) -> bool {
-    let upper = sql.to_ascii_uppercase();
-    let mut words = upper.split_whitespace();
-    words.next();
-    matches!(words.next(), Some("TO"))
+/// `ROLLBACK [TRANSACTION] TO [SAVEPOINT] x`: undoes to a savepoint, which is SQLite's.
+pub(super) fn is_savepoint_verb(sql: &str) -> bool {
+    leading_words(sql, 3).iter().skip(1).any(|w| w == "TO")
 }
 
 /// PostgreSQL's command tag for a statement that returns no rows.

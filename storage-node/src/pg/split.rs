@@ -79,11 +79,7 @@ fn push<'a>(out: &mut Vec<&'a str>, statement: &'a str) {
 
 /// Whether the statement so far is a CREATE [TEMP] TRIGGER.
 fn is_trigger(head: &str) -> bool {
-    let words: Vec<String> = head
-        .split_whitespace()
-        .take(3)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
+    let words = crate::engine::sql::leading_words(head, 3);
     words.first().is_some_and(|w| w == "CREATE") && words[1..].iter().any(|w| w == "TRIGGER")
 }
 

@@ -32,6 +32,7 @@ mod transactions;
 mod view;
 
 pub use limits::{set_memory_limit, SqlLimits};
+pub use policy::leading_words;
 pub use statement::Described;
 pub use view::View;
 

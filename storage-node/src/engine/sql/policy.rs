@@ -131,7 +131,7 @@ pub(super) fn check_transaction_statement(
 }
 
 /// The first `n` words of a statement, upper-cased, skipping whitespace and comments.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
+pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut words = Vec::new();
     let mut i = 0;
