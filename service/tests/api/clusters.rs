@@ -344,11 +344,22 @@ async fn filters_select_clusters_by_id_and_engine() {
 
 #[tokio::test]
 async fn a_cluster_whose_node_is_down_stays_creating_and_converges_later() {
+    /// The node's volume calls fail while `down` is set, however often they are retried.
+    struct Down(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl wiremock::Respond for Down {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                ResponseTemplate::new(503)
+            } else {
+                VolumeEcho.respond(request)
+            }
+        }
+    }
     let app = spawn_app().await;
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     Mock::given(method("PUT"))
         .and(path_regex("^/v1/volumes/[^/]+$"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(3)
+        .respond_with(Down(down.clone()))
         .with_priority(1)
         .mount(&app.node)
         .await;
@@ -362,6 +373,7 @@ async fn a_cluster_whose_node_is_down_stays_creating_and_converges_later() {
     assert_eq!(body["DBCluster"]["Status"], "creating");
     let (status, body) = app.backtrack("late", 0.0).await;
     assert_error(status, &body, 400, "InvalidDBClusterStateFault");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while app.cluster_status("late").await != "available" {
         assert!(
