@@ -23,7 +23,7 @@ use super::errors::from_volume;
 use super::query::{is_savepoint_verb, terminated, volume_of, Outcome, Session};
 use super::types;
 use crate::api::{Column, ErrorCode, Value};
-use crate::engine::sql::{leading_words, Described};
+use crate::engine::sql::{comment_end, leading_words, Described};
 use crate::engine::Engine;
 
 /// A parsed statement: SQLite's text and its shape.
@@ -179,8 +179,8 @@ fn numbered(sql: &str) -> String {
             Some(q) if b == q => quote = None,
             Some(_) => {}
             None if b == b'\'' || b == b'"' || b == b'`' => quote = Some(b),
-            None if b == b'-' && bytes.get(i + 1) == Some(&b'-') => {
-                let end = sql[i..].find('\n').map_or(sql.len(), |n| i + n);
+            None if comment_end(bytes, i).is_some() => {
+                let end = comment_end(bytes, i).expect("a comment starts here");
                 out.push_str(&sql[i..end]);
                 i = end;
                 continue;

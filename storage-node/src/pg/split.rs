@@ -1,6 +1,8 @@
 //! A simple query's text as its statements: split at the semicolons that end one, not those
 //! inside quotes, comments or a trigger's body (`CREATE TRIGGER ... BEGIN ...; END`).
 
+use crate::engine::sql::comment_end;
+
 /// The statements of `sql`, trimmed, empty ones left out.
 pub(super) fn statements(sql: &str) -> Vec<&str> {
     let bytes = sql.as_bytes();
@@ -10,6 +12,10 @@ pub(super) fn statements(sql: &str) -> Vec<&str> {
     // Inside CREATE TRIGGER's BEGIN ... END.
     let mut depth = 0usize;
     while i < bytes.len() {
+        if let Some(end) = comment_end(bytes, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
             quote @ (b'\'' | b'"' | b'`') => {
                 i += 1;
@@ -29,18 +35,6 @@ pub(super) fn statements(sql: &str) -> Vec<&str> {
                 while i < bytes.len() && bytes[i] != b']' {
                     i += 1;
                 }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
             }
             b';' if depth == 0 => {
                 push(&mut out, &sql[start..i]);

@@ -32,7 +32,7 @@ mod transactions;
 mod view;
 
 pub use limits::{set_memory_limit, SqlLimits};
-pub use policy::leading_words;
+pub use policy::{comment_end, leading_words};
 pub use statement::Described;
 pub use view::View;
 

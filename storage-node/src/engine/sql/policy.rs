@@ -130,25 +130,37 @@ pub(super) fn check_transaction_statement(
     Ok(())
 }
 
+/// Where the comment starting at byte `i` of `sql` ends (`-- ...` to the line's end,
+/// `/* ... */` past its close); `None` when no comment starts there.
+pub fn comment_end(sql: &[u8], i: usize) -> Option<usize> {
+    match (sql.get(i), sql.get(i + 1)) {
+        (Some(b'-'), Some(b'-')) => Some(
+            sql[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(sql.len(), |n| i + n),
+        ),
+        (Some(b'/'), Some(b'*')) => Some(
+            sql[i + 2..]
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(sql.len(), |n| i + 2 + n + 2),
+        ),
+        _ => None,
+    }
+}
+
 /// The first `n` words of a statement, upper-cased, skipping whitespace and comments.
 pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut words = Vec::new();
     let mut i = 0;
     while i < bytes.len() && words.len() < n {
+        if let Some(end) = comment_end(bytes, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-            }
             b if b.is_ascii_alphabetic() => {
                 let start = i;
                 while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
