@@ -371,12 +371,25 @@ async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() 
         .await
         .unwrap();
     assert_eq!(done.rows_affected(), 2);
-    // An expression's type is known only from its values: it is described as text.
-    let row = sqlx::query("SELECT count(*) FROM p")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(row.get::<String, _>(0), "2");
+    // An expression is described by its form where that fixes its type, else as text.
+    let row = sqlx::query(
+        "SELECT count(*), avg(r) AS mean, upper(t), CAST(f AS BOOLEAN), $1 = 1, sum(n), \
+         version(), current_database() FROM p",
+    )
+    .bind(1_i64)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 2);
+    assert_eq!(row.get::<f64, _>("mean"), 2.0);
+    assert_eq!(row.get::<String, _>(2), "X");
+    assert!(row.get::<bool, _>(3));
+    assert_eq!(row.get::<i64, _>(4), 1);
+    assert_eq!(row.get::<String, _>(5), "49");
+    assert!(row
+        .get::<String, _>(6)
+        .starts_with("PostgreSQL 16.6 (Backtrack "));
+    assert_eq!(row.get::<String, _>(7), "shop");
 
     // The driver's own transactions.
     let mut tx = conn.begin().await.unwrap();
@@ -395,6 +408,46 @@ async fn prepared_statements_take_parameters_of_every_type_in_binary_and_text() 
         .map(|r| r.get(0))
         .collect();
     assert_eq!(count, [7, 42]);
+
+    // An error aborts the transaction, as in PostgreSQL: until ROLLBACK (or ROLLBACK TO a
+    // savepoint) statements get 25P02, and COMMIT rolls it back.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("DELETE FROM p WHERE n = 7")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SAVEPOINT before_mistake")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = sqlx::query("INSERT INTO p (id) VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), "23505");
+    for sql in ["SELECT n FROM p", "SELEKT 1"] {
+        let e = sqlx::query(sql).execute(&mut *tx).await.unwrap_err();
+        assert_eq!(sqlstate(e), "25P02", "{sql}");
+    }
+    sqlx::raw_sql("ROLLBACK TO before_mistake")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM p WHERE n = 42")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let e = sqlx::query("SELECT * FROM missing")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(e), "42P01");
+    tx.commit().await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM p")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "the aborted transaction's COMMIT rolled it back");
 
     // Errors keep their SQLSTATEs through the extended protocol.
     for (sql, code) in [

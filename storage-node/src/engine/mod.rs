@@ -156,12 +156,14 @@ impl Engine {
         let mut volumes = HashMap::new();
         let mut access = HashMap::new();
         for (name, volume) in opened {
-            if let Some(granted) = read_access(volume.dir())? {
-                access.insert(name.clone(), granted);
-            }
+            let granted = read_access(volume.dir())?;
             volume.finish_interrupted_fold()?;
             let sql = SqlVolume::with_limits(volume, config.sql_limits)
                 .map_err(|e| io::Error::other(e.message))?;
+            sql.set_database(granted.as_ref().map_or(&name, |a| &a.database));
+            if let Some(granted) = granted {
+                access.insert(name.clone(), granted);
+            }
             volumes.insert(name, Arc::new(sql));
         }
         tracing::info!(
@@ -268,6 +270,7 @@ impl Engine {
                     }
                 };
                 let sql = Arc::new(SqlVolume::with_limits(volume, self.config.sql_limits)?);
+                sql.set_database(id);
                 tracing::info!(volume = id, window_secs, source = ?source, "volume created");
                 self.volumes
                     .write()
@@ -337,6 +340,7 @@ impl Engine {
         }
         let bytes = serde_json::to_vec_pretty(&access).map_err(VolumeError::internal)?;
         fsutil::write_atomically(&sql.volume().dir().join(ACCESS_FILE), &bytes)?;
+        sql.set_database(&access.database);
         all.insert(id.to_string(), access);
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The extended query protocol (what psycopg, node-postgres, JDBC and sqlx use): Parse
 //! prepares a statement on the volume (its `$n` parameters become SQLite's `?n`), Describe
-//! answers its parameters and its columns' declared types (TEXT for expressions, whose type
-//! only their values know), Bind takes values in text or binary, Execute runs it through the
-//! same path as a simple query.
+//! answers its parameters and its columns' declared types (an expression's from its form, see
+//! `infer`; TEXT where only its values know), Bind takes values in text or binary, Execute
+//! runs it through the same path as a simple query.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,8 +21,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::from_volume;
-use super::query::{is_savepoint_verb, terminated, volume_of, Outcome, Session};
-use super::types;
+use super::query::{
+    aborted_error, first_word, is_savepoint_verb, terminated, volume_of, Outcome, Session,
+};
+use super::{infer, types};
 use crate::api::{Column, ErrorCode, Value};
 use crate::engine::sql::{comment_end, leading_words, Described};
 use crate::engine::Engine;
@@ -35,11 +38,24 @@ pub(super) struct Prepared {
 
 pub(super) struct Parser {
     engine: Arc<Engine>,
+    /// The session's transaction is aborted: only its end is parsed.
+    aborted: Arc<AtomicBool>,
+    /// Set when a statement fails to parse: the session's transaction, if one is open, is
+    /// then aborted as by any other error.
+    failed: Arc<AtomicBool>,
 }
 
 impl Parser {
-    pub(super) fn new(engine: Arc<Engine>) -> Self {
-        Parser { engine }
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        aborted: Arc<AtomicBool>,
+        failed: Arc<AtomicBool>,
+    ) -> Self {
+        Parser {
+            engine,
+            aborted,
+            failed,
+        }
     }
 }
 
@@ -60,21 +76,11 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let volume = volume_of(&self.engine, client)?;
-        if let Some(refused) = super::errors::postgres_only(sql) {
-            return Err(user_error(refused));
+        let parsed = self.parse(client, sql).await;
+        if parsed.is_err() {
+            self.failed.store(true, Ordering::Release);
         }
-        let sql = numbered(sql.trim().trim_end_matches(';'));
-        if let Some(described) = Session::described_here(&sql) {
-            return Ok(Some(Prepared { sql, described }));
-        }
-        let engine = self.engine.clone();
-        let text = sql.clone();
-        let described = tokio::task::spawn_blocking(move || engine.describe(&volume, &text))
-            .await
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?
-            .map_err(|e| user_error(from_volume(&e)))?;
-        Ok(Some(Prepared { sql, described }))
+        parsed
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -87,6 +93,33 @@ impl QueryParser for Parser {
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(types::declared_fields(&stmt.described.columns, format))
+    }
+}
+
+impl Parser {
+    async fn parse<C: ClientInfo>(&self, client: &C, sql: &str) -> PgWireResult<Option<Prepared>> {
+        let volume = volume_of(&self.engine, client)?;
+        let verb = first_word(sql);
+        if self.aborted.load(Ordering::Acquire)
+            && !matches!(verb.as_str(), "ROLLBACK" | "ABORT" | "COMMIT" | "END")
+        {
+            return Err(user_error(aborted_error()));
+        }
+        if let Some(refused) = super::errors::postgres_only(sql) {
+            return Err(user_error(refused));
+        }
+        let sql = numbered(sql.trim().trim_end_matches(';'));
+        if let Some(described) = Session::described_here(&sql) {
+            return Ok(Some(Prepared { sql, described }));
+        }
+        let engine = self.engine.clone();
+        let text = sql.clone();
+        let mut described = tokio::task::spawn_blocking(move || engine.describe(&volume, &text))
+            .await
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?
+            .map_err(|e| user_error(from_volume(&e)))?;
+        infer::expression_types(&sql, &mut described.columns);
+        Ok(Some(Prepared { sql, described }))
     }
 }
 
@@ -114,8 +147,9 @@ impl ExtendedQueryHandler for Session {
         let volume = volume_of(self.engine(), client)?;
         self.check_generation(&volume)?;
         let prepared = &portal.statement.statement;
-        let params = parameters(portal)?;
+        let params = parameters(portal).inspect_err(|_| self.fail_transaction())?;
         match self.run(&volume, &prepared.sql, params).await {
+            Ok(Outcome::Done(Response::Error(e))) => Err(PgWireError::UserError(e)),
             Ok(Outcome::Done(response)) => Ok(response),
             Ok(Outcome::Rows(result)) => {
                 // Rows as the Describe before said they would be.

@@ -10,11 +10,13 @@
 //! - `query`: the simple query protocol: a string of statements, run one at a time;
 //! - `extended`: the extended query protocol: prepared statements, parameters, portals;
 //! - `types`: SQLite's values and declared types as PostgreSQL types;
+//! - `infer`: the types of expression columns, from their form, before a query runs;
 //! - `errors`: the engine's refusals as SQLSTATEs.
 
 mod auth;
 mod errors;
 mod extended;
+mod infer;
 mod query;
 mod split;
 mod types;
@@ -30,10 +32,8 @@ use pgwire::error::PgWireResult;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::engine::sql::SERVER_VERSION;
 use crate::engine::Engine;
-
-/// What the server says it is: a PostgreSQL version drivers accept (they parse it).
-const SERVER_VERSION: &str = "16.6";
 
 /// How many connections the node and each database take at once.
 #[derive(Clone)]

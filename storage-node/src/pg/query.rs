@@ -2,9 +2,14 @@
 //! the first error (as PostgreSQL does). `BEGIN`, `COMMIT` and `ROLLBACK` open and end one of
 //! the node's transactions, which the connection's statements then run in; savepoints work
 //! inside it as SQLite's. A transaction still open when the connection ends is rolled back.
+//!
+//! As in PostgreSQL, an error inside a transaction aborts it: until `ROLLBACK` (or `ROLLBACK
+//! TO` a savepoint) every statement gets 25P02, and `COMMIT` rolls it back. SQLite itself
+//! would only have undone the failed statement, and a `COMMIT` would have kept the rest.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -14,7 +19,7 @@ use pgwire::api::query::SimpleQueryHandler;
 use pgwire::api::results::{DataRowEncoder, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_DATABASE, METADATA_USER};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
 use super::auth::database_of;
@@ -26,29 +31,39 @@ use crate::engine::sql::leading_words;
 use crate::engine::volume::VolumeError;
 use crate::engine::Engine;
 
-/// One connection's state: its open transaction, if any (volume, transaction id), the
-/// settings it made, and the backtrack count of its volume when it started.
+/// One connection's state: its open transaction, if any (volume, transaction id), whether an
+/// error aborted it, the settings it made, and the backtrack count of its volume when it
+/// started.
 pub(super) struct Session {
     engine: Arc<Engine>,
     parser: Arc<Parser>,
     transaction: Mutex<Option<(String, String)>>,
+    aborted: Arc<AtomicBool>,
+    /// Set by the parser when a statement failed to parse.
+    parse_failed: Arc<AtomicBool>,
     settings: Mutex<BTreeMap<String, String>>,
     generation: Mutex<Option<u64>>,
 }
 
 impl Session {
     pub(super) fn new(engine: Arc<Engine>) -> Self {
+        let parse_failed = Arc::new(AtomicBool::new(false));
+        let aborted = Arc::new(AtomicBool::new(false));
         Session {
-            parser: Arc::new(Parser::new(engine.clone())),
+            parser: Arc::new(Parser::new(
+                engine.clone(),
+                aborted.clone(),
+                parse_failed.clone(),
+            )),
             engine,
             transaction: Mutex::new(None),
+            aborted,
+            parse_failed,
             settings: Mutex::new(BTreeMap::new()),
             generation: Mutex::new(None),
         }
     }
 
-    /// Ends the session, as PostgreSQL ends a backend, once its volume was backtracked (the
-    /// state it was reading is gone) or while the backtrack switches it.
     pub(super) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -57,6 +72,8 @@ impl Session {
         self.parser.clone()
     }
 
+    /// Ends the session, as PostgreSQL ends a backend, once its volume was backtracked (the
+    /// state it was reading is gone) or while the backtrack switches it.
     pub(super) fn check_generation(&self, volume: &str) -> PgWireResult<()> {
         let sql = self
             .engine
@@ -145,7 +162,7 @@ impl Session {
     }
 
     /// Runs one statement with its parameters: a transaction verb or a setting here, the rest
-    /// in the node's engine.
+    /// in the node's engine. An error inside a transaction aborts it.
     pub(super) async fn run(
         &self,
         volume: &str,
@@ -153,8 +170,59 @@ impl Session {
         params: Vec<Value>,
     ) -> Result<Outcome, VolumeError> {
         let verb = first_word(sql);
+        if self.parse_failed.swap(false, Ordering::AcqRel) {
+            self.fail_transaction();
+        }
         let open = self.transaction.lock().unwrap().clone();
-        match (verb.as_str(), open) {
+        if let Some((volume, id)) = open.as_ref().filter(|_| self.is_aborted()) {
+            match verb.as_str() {
+                "COMMIT" | "END" => {
+                    self.end_transaction();
+                    let (volume, id) = (volume.clone(), id.clone());
+                    self.blocking(move |e| e.rollback(&volume, &id)).await?;
+                    return Ok(Outcome::Done(Response::TransactionEnd(Tag::new(
+                        "ROLLBACK",
+                    ))));
+                }
+                "ROLLBACK" | "ABORT" => {}
+                _ => return Ok(Outcome::Done(Response::Error(Box::new(aborted_error())))),
+            }
+        }
+        let outcome = self.run_statement(volume, sql, &verb, params, open).await;
+        if outcome.is_err() {
+            self.fail_transaction();
+        } else if verb == "ROLLBACK" {
+            // ROLLBACK TO a savepoint: the transaction goes on from there.
+            self.aborted.store(false, Ordering::Release);
+        }
+        outcome
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// An error happened: the open transaction, if any, is aborted.
+    pub(super) fn fail_transaction(&self) {
+        if self.transaction.lock().unwrap().is_some() {
+            self.aborted.store(true, Ordering::Release);
+        }
+    }
+
+    fn end_transaction(&self) {
+        *self.transaction.lock().unwrap() = None;
+        self.aborted.store(false, Ordering::Release);
+    }
+
+    async fn run_statement(
+        &self,
+        volume: &str,
+        sql: &str,
+        verb: &str,
+        params: Vec<Value>,
+        open: Option<(String, String)>,
+    ) -> Result<Outcome, VolumeError> {
+        match (verb, open) {
             ("BEGIN" | "START", None) if !is_savepoint_verb(sql) => {
                 let id = {
                     let volume = volume.to_string();
@@ -168,12 +236,12 @@ impl Session {
                 Ok(Outcome::Done(Response::TransactionStart(Tag::new("BEGIN"))))
             }
             ("COMMIT" | "END", Some((volume, id))) => {
-                *self.transaction.lock().unwrap() = None;
+                self.end_transaction();
                 self.blocking(move |e| e.commit(&volume, &id)).await?;
                 Ok(Outcome::Done(Response::TransactionEnd(Tag::new("COMMIT"))))
             }
             ("ROLLBACK" | "ABORT", Some((volume, id))) if !is_savepoint_verb(sql) => {
-                *self.transaction.lock().unwrap() = None;
+                self.end_transaction();
                 self.blocking(move |e| e.rollback(&volume, &id)).await?;
                 Ok(Outcome::Done(Response::TransactionEnd(Tag::new(
                     "ROLLBACK",
@@ -185,8 +253,8 @@ impl Session {
             ("ROLLBACK" | "ABORT", None) if !is_savepoint_verb(sql) => Ok(Outcome::Done(
                 Response::TransactionEnd(Tag::new("ROLLBACK")),
             )),
-            ("SET" | "RESET" | "SHOW" | "DISCARD", _) if self.setting(&verb, sql).is_some() => {
-                Ok(self.setting(&verb, sql).expect("answered just now"))
+            ("SET" | "RESET" | "SHOW" | "DISCARD", _) if self.setting(verb, sql).is_some() => {
+                Ok(self.setting(verb, sql).expect("answered just now"))
             }
             (_, open) => {
                 let request = ExecuteRequest {
@@ -204,14 +272,14 @@ impl Session {
                     Err(e) => {
                         if e.message.contains("rolled back") {
                             // The engine ended the transaction.
-                            *self.transaction.lock().unwrap() = None;
+                            self.end_transaction();
                         }
                         return Err(e);
                     }
                 };
                 if result.columns.is_empty() {
                     return Ok(Outcome::Done(Response::Execution(command_tag(
-                        &verb,
+                        verb,
                         result.rows_affected,
                     ))));
                 }
@@ -243,10 +311,15 @@ impl SimpleQueryHandler for Session {
         let mut out = Vec::new();
         for statement in split::statements(query) {
             if let Some(refused) = postgres_only(statement) {
+                self.fail_transaction();
                 out.push(Response::Error(Box::new(refused)));
                 break;
             }
             match self.run(&volume, statement, Vec::new()).await {
+                Ok(Outcome::Done(error @ Response::Error(_))) => {
+                    out.push(error);
+                    break;
+                }
                 Ok(Outcome::Done(response)) => out.push(response),
                 Ok(Outcome::Rows(result)) => out.push(rows_response(&result)),
                 // The volume is switching to a backtrack: this session ends.
@@ -309,10 +382,19 @@ pub(super) fn terminated() -> PgWireError {
     )
 }
 
+/// What a statement in an aborted transaction gets.
+pub(super) fn aborted_error() -> ErrorInfo {
+    super::errors::error(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
 /// What `SHOW` says of a setting nobody set.
 fn default_setting(name: &str) -> Option<&'static str> {
     Some(match name {
-        "server_version" => super::SERVER_VERSION,
+        "server_version" => crate::engine::sql::SERVER_VERSION,
+        "server_version_num" => "160006",
         "server_encoding" | "client_encoding" => "UTF8",
         "standard_conforming_strings" => "on",
         "datestyle" => "ISO, MDY",

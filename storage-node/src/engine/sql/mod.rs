@@ -24,6 +24,7 @@
 //! - `view`: read-only connections to the volume as it was at an instant of its window.
 //! - `preview`: what a backtrack would undo, from a view then and a view now.
 
+mod functions;
 mod limits;
 mod policy;
 mod preview;
@@ -31,6 +32,7 @@ mod statement;
 mod transactions;
 mod view;
 
+pub use functions::{version_text, SERVER_VERSION};
 pub use limits::{set_memory_limit, SqlLimits};
 pub use policy::{comment_end, leading_words};
 pub use statement::Described;
@@ -93,6 +95,8 @@ pub struct SqlVolume {
     transactions: Mutex<HashMap<String, TxSlot>>,
     running: Mutex<HashMap<u64, InterruptHandle>>,
     next_run: AtomicU64,
+    /// The name its PostgreSQL clients know its database by (`current_database()`).
+    database: Arc<RwLock<String>>,
 }
 
 impl SqlVolume {
@@ -113,11 +117,17 @@ impl SqlVolume {
             transactions: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(0),
+            database: Arc::default(),
         })
     }
 
     pub fn volume(&self) -> &Arc<Volume> {
         &self.volume
+    }
+
+    /// Names the database, for `current_database()` on its connections.
+    pub fn set_database(&self, name: &str) {
+        *self.database.write().unwrap() = name.to_string();
     }
 
     pub fn open_transactions(&self) -> u32 {
@@ -162,14 +172,16 @@ impl SqlVolume {
             "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8192;",
         )
         .map_err(sql_error)?;
-        guarded(conn)
+        guarded(conn, &self.database)
     }
 }
 
 /// A connection with the policy, the value limit, the deadline's progress handler and the
-/// statement cache installed: every connection to a volume, or to a view of one.
-fn guarded(conn: Connection) -> Result<Conn, VolumeError> {
+/// statement cache and the functions PostgreSQL clients call installed: every connection to a
+/// volume, or to a view of one.
+fn guarded(conn: Connection, database: &Arc<RwLock<String>>) -> Result<Conn, VolumeError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    functions::install(&conn, database.clone()).map_err(sql_error)?;
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
     let refusal = Arc::new(Mutex::new(None));
     let tainted = Arc::new(AtomicBool::new(false));

@@ -55,7 +55,7 @@ impl SqlVolume {
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;")
             .map_err(sql_error)?;
         Ok(View {
-            conn: guarded(conn)?,
+            conn: guarded(conn, &self.database)?,
             snapshot,
             _name: name,
             pin,
