@@ -58,6 +58,24 @@ pub struct NodeConfig {
     )]
     pub pg_max_connections_per_database: usize,
 
+    /// A PostgreSQL session idle this long is ended (57P05; 25P03 inside a transaction), in
+    /// seconds; 0: never.
+    #[arg(
+        long,
+        env = "BACKTRACK_NODE_PG_IDLE_TIMEOUT_SECS",
+        default_value_t = 3600
+    )]
+    pub pg_idle_timeout_secs: u64,
+
+    /// PEM certificate chain for PostgreSQL connections over TLS (with --pg-tls-key); without
+    /// them the node serves plain connections only (`sslmode=prefer` falls back to plain).
+    #[arg(long, env = "BACKTRACK_NODE_PG_TLS_CERT", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --pg-tls-cert.
+    #[arg(long, env = "BACKTRACK_NODE_PG_TLS_KEY", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<PathBuf>,
+
     /// Directory of the node's log and volumes; created if missing.
     #[arg(long, env = "BACKTRACK_NODE_DATA_DIR", default_value = "./data/node")]
     pub data_dir: PathBuf,
@@ -147,7 +165,26 @@ impl NodeConfig {
         if self.token.is_empty() {
             return Err("--token (BACKTRACK_NODE_TOKEN) must not be empty".into());
         }
+        self.pg()?;
         self.engine().validate()
+    }
+
+    /// How the PostgreSQL protocol is served: refused when the TLS files do not load.
+    pub fn pg(&self) -> Result<crate::pg::Settings, String> {
+        let tls = match (&self.pg_tls_cert, &self.pg_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::pg::tls_acceptor(cert, key)?),
+            (None, None) => None,
+            _ => return Err("--pg-tls-cert and --pg-tls-key go together".into()),
+        };
+        Ok(crate::pg::Settings {
+            limits: crate::pg::Limits::new(
+                self.pg_max_connections,
+                self.pg_max_connections_per_database,
+            ),
+            idle_timeout: (self.pg_idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.pg_idle_timeout_secs)),
+            tls,
+        })
     }
 
     /// The settings `serve` would run with, secrets left out, for `check-config`.

@@ -40,14 +40,10 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
     tracing::info!(port = pg_port, "serving the PostgreSQL protocol");
     let app = crate::http::router(engine.clone(), &config.token, Some(pg_port));
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let limits = crate::pg::Limits::new(
-        config.pg_max_connections,
-        config.pg_max_connections_per_database,
-    );
     tokio::spawn(crate::pg::serve(
         pg,
         engine.clone(),
-        limits,
+        config.pg()?,
         stopped.clone(),
     ));
     let signal = {

@@ -6,6 +6,7 @@
 //! open transaction for a backtrack's `Force`.
 //!
 //! The protocol itself is the `pgwire` crate's; this module answers its callbacks:
+//! - `connection`: one connection's message loop, TLS, idle timeout and ending on backtrack;
 //! - `auth`: who may connect, from the volumes' access;
 //! - `query`: the simple query protocol: a string of statements, run one at a time;
 //! - `extended`: the extended query protocol: prepared statements, parameters, portals;
@@ -14,6 +15,7 @@
 //! - `errors`: the engine's refusals as SQLSTATEs.
 
 mod auth;
+mod connection;
 mod errors;
 mod extended;
 mod infer;
@@ -31,6 +33,9 @@ use pgwire::api::PgWireServerHandlers;
 use pgwire::error::PgWireResult;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use connection::tls_acceptor;
+pub use pgwire::tokio::TlsAcceptor;
 
 use crate::engine::sql::SERVER_VERSION;
 use crate::engine::Engine;
@@ -100,21 +105,31 @@ impl Drop for Slot {
     }
 }
 
+/// How the node serves the protocol.
+#[derive(Clone)]
+pub struct Settings {
+    pub limits: Limits,
+    /// A session idle this long is ended; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// TLS, when the node has a certificate; clients that ask for none are served in plain.
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Serves connections from `listener` until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    limits: Limits,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    let _ = socket.set_nodelay(true);
-                    let handlers = Arc::new(Handlers::new(engine.clone(), limits.clone()));
+                    let handlers = Handlers::new(engine.clone(), settings.limits.clone());
+                    let (tls, idle) = (settings.tls.clone(), settings.idle_timeout);
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = connection::serve(socket, tls, handlers, idle).await {
                             tracing::debug!(error = %e, "PostgreSQL connection ended");
                         }
                     });
@@ -132,6 +147,7 @@ pub async fn serve(
 
 /// One connection's handlers: its authentication and its session.
 struct Handlers {
+    engine: Arc<Engine>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
     session: Arc<query::Session>,
 }
@@ -145,6 +161,7 @@ impl Handlers {
             auth::Credentials::new(engine.clone(), limits),
         ));
         Handlers {
+            engine: engine.clone(),
             startup: Arc::new(SASLAuthStartupHandler::new(Arc::new(parameters)).with_scram(scram)),
             session: Arc::new(query::Session::new(engine)),
         }

@@ -198,6 +198,10 @@ impl Session {
         outcome
     }
 
+    pub(super) fn in_transaction(&self) -> bool {
+        self.transaction.lock().unwrap().is_some()
+    }
+
     fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
     }

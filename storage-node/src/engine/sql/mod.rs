@@ -97,6 +97,8 @@ pub struct SqlVolume {
     next_run: AtomicU64,
     /// The name its PostgreSQL clients know its database by (`current_database()`).
     database: Arc<RwLock<String>>,
+    /// Counts the backtracks that went ahead (and the deletion): sessions end on each.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 impl SqlVolume {
@@ -118,6 +120,7 @@ impl SqlVolume {
             running: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(0),
             database: Arc::default(),
+            ended: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -128,6 +131,12 @@ impl SqlVolume {
     /// Names the database, for `current_database()` on its connections.
     pub fn set_database(&self, name: &str) {
         *self.database.write().unwrap() = name.to_string();
+    }
+
+    /// Changes each time a backtrack of the volume goes ahead, and when it is deleted: the
+    /// sessions reading it end then.
+    pub fn sessions_ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
     }
 
     pub fn open_transactions(&self) -> u32 {
@@ -375,6 +384,7 @@ impl SqlVolume {
                 format!("the volume has {open} open transaction(s); backtrack with force to roll them back"),
             ));
         }
+        self.ended.send_modify(|n| *n += 1);
         let rolled_back = self.close_all();
         self.volume.backtrack(request, rolled_back)
     }
@@ -382,6 +392,7 @@ impl SqlVolume {
     /// Stops everything for good: the volume is being deleted.
     pub fn shut(&self) {
         self.switching.store(true, Ordering::Release);
+        self.ended.send_modify(|n| *n += 1);
         self.volume.mark_deleted();
         self.close_all();
         vfs::unregister_volume(&self.volume);
