@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import yaml
 
 CHART = "helm/backtrack"
+FIXTURES = os.path.abspath("storage-node/tests/fixtures")
 RELEASE = "bt"
 NAMESPACE = "databases"
 KUBERNETES = ["1.30.0", "1.37.0"]
@@ -152,6 +153,18 @@ def check_rendered(name, docs, bin_dir):
         container = pod["containers"][0]
         env, refs = env_of(container)
         program = os.path.join(bin_dir, container["command"][0])
+        tls = {k: env[k] for k in ("BACKTRACK_NODE_PG_TLS_CERT", "BACKTRACK_NODE_PG_TLS_KEY")
+               if k in env}
+        if tls:
+            # The Secret's files, mounted where the node is told to read them; checked here
+            # with the test certificate in their place.
+            for var, path in tls.items():
+                mount = mount_for(container, path)
+                volume = volume_of(pod, container, path)
+                check(mount is not None and volume is not None and "secret" in volume,
+                      f"{name}: {var}={path} is in a mounted Secret")
+            env["BACKTRACK_NODE_PG_TLS_CERT"] = FIXTURES + "/pg-test.crt"
+            env["BACKTRACK_NODE_PG_TLS_KEY"] = FIXTURES + "/pg-test.key"
         args = ["check-config" if a == "serve" else a for a in container.get("args", [])]
         check(args[:1] == ["check-config"], f"{name}: {container['name']} runs `serve`")
         r = run([program] + args, env={"PATH": os.environ["PATH"], **env})
@@ -186,6 +199,14 @@ def check_rendered(name, docs, bin_dir):
     node_port = port_named(node_container, "http")
     check(int(node["listen"].rsplit(":", 1)[1]) == node_port,
           f"{name}: node listens on {node['listen']}, container port {node_port}")
+    # PostgreSQL: every node serves it on one port, the container's and the headless Service's,
+    # so a cluster's Endpoint (its node's DNS name) and Port reach it.
+    pg_port = port_named(node_container, "postgresql")
+    check(node["pg_listen"] == f"0.0.0.0:{pg_port}",
+          f"{name}: node serves PostgreSQL on {node['pg_listen']}, container port {pg_port}")
+    check(any(p["name"] == "postgresql" and p["port"] == pg_port and p["targetPort"] == "postgresql"
+              for p in services.get(headless, {}).get("spec", {}).get("ports", [])),
+          f"{name}: the nodes' Service publishes the PostgreSQL port {pg_port}")
     external = cp["nodes"].get("external", [])
     replicas = nodes["spec"]["replicas"]
     check(len(external) == replicas, f"{name}: {len(external)} node URLs for {replicas} nodes")

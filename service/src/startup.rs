@@ -113,6 +113,7 @@ impl App {
                 reconciler,
                 wakeup: Wakeup::default(),
                 settings,
+                ready: Arc::default(),
             },
             metrics: Arc::default(),
         };

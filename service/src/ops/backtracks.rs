@@ -169,6 +169,7 @@ impl Ops {
                 Ok(())
             })
             .await?;
+        self.ready.forget(&id);
         tracing::info!(cluster = %id, backtrack = %job.id, to = %target, "backtrack requested");
         self.event(id.as_str(), What::BacktrackStarted(&job)).await;
         self.wakeup.wake();

@@ -399,6 +399,7 @@ impl Ops {
                 Ok(())
             })
             .await?;
+        self.ready.forget(&id);
         tracing::info!(cluster = %cluster.id, window = cluster.backtrack_window, "cluster modified");
         self.event(cluster.id.as_str(), What::Modified(&cluster))
             .await;
@@ -430,6 +431,7 @@ impl Ops {
                 Ok(())
             })
             .await?;
+        self.ready.forget(&id);
         tracing::info!(cluster = %cluster.id, "cluster deletion started");
         self.event(cluster.id.as_str(), What::Deleted(&cluster))
             .await;

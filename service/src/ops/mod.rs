@@ -40,6 +40,8 @@ pub struct Ops {
     pub reconciler: Arc<ClusterReconciler>,
     pub wakeup: Wakeup,
     pub settings: Arc<Settings>,
+    /// Clusters the Data API found ready for SQL a moment ago.
+    pub ready: Arc<sql::ReadyClusters>,
 }
 
 impl Ops {

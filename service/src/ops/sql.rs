@@ -3,6 +3,10 @@
 //! on the storage node holding the cluster, which is the authority on the SQL itself (the
 //! statement policy, time limits, transactions) and refuses with a typed code.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use backtrack_storage_node::api::{ExecuteRequest, ExecuteResult};
 use backtrack_storage_node::client::{CallError, NodeClient};
 
@@ -46,6 +50,42 @@ impl<'a> SqlTarget<'a> {
             resource_arn,
             secret_arn,
         }
+    }
+}
+
+/// How long a cluster found ready for SQL is taken as still ready without asking the store
+/// again. Every call otherwise spends a metadata query (most of its time, for a point query).
+/// This process forgets a cluster it modifies, deletes or backtracks at once, and the node
+/// refuses what it must by itself (a volume switching to a backtrack, or deleted), so a
+/// second is how long a ModifyDBCluster made on another replica can take to be felt here.
+const READY_FOR: Duration = Duration::from_secs(1);
+
+/// The clusters recently found ready for SQL (available, HTTP endpoint on), by identifier.
+/// Only those: a cluster that refused SQL is looked up again on every call, so it takes SQL
+/// again as soon as its status says so.
+#[derive(Default)]
+pub struct ReadyClusters {
+    found: Mutex<HashMap<ClusterId, (Instant, Cluster)>>,
+}
+
+impl ReadyClusters {
+    fn get(&self, id: &ClusterId) -> Option<Cluster> {
+        let found = self.found.lock().unwrap();
+        let (at, cluster) = found.get(id)?;
+        (at.elapsed() < READY_FOR).then(|| cluster.clone())
+    }
+
+    /// This process changed the cluster: the next call looks it up again.
+    pub fn forget(&self, id: &ClusterId) {
+        self.found.lock().unwrap().remove(id);
+    }
+
+    fn put(&self, cluster: &Cluster) {
+        let mut found = self.found.lock().unwrap();
+        if found.len() > 10_000 {
+            found.retain(|_, (at, _)| at.elapsed() < READY_FOR);
+        }
+        found.insert(cluster.id.clone(), (Instant::now(), cluster.clone()));
     }
 }
 
@@ -97,14 +137,21 @@ impl Ops {
             )),
             _ => SqlError::BadRequest(format!("{arn:?} is not a DB cluster ARN.")),
         })?;
-        let cluster = self.store.cluster(&id).await?;
-        if !cluster.http_endpoint_enabled {
-            return Err(SqlError::NotEnabled(id));
-        }
-        cluster
-            .status
-            .accepts_sql()
-            .map_err(|why| SqlError::Refused(id.clone(), why))?;
+        let cluster = match self.ready.get(&id) {
+            Some(cluster) => cluster,
+            None => {
+                let cluster = self.store.cluster(&id).await?;
+                if !cluster.http_endpoint_enabled {
+                    return Err(SqlError::NotEnabled(id));
+                }
+                cluster
+                    .status
+                    .accepts_sql()
+                    .map_err(|why| SqlError::Refused(id.clone(), why))?;
+                self.ready.put(&cluster);
+                cluster
+            }
+        };
         if !self.nodes.is_healthy(&cluster.node_id) {
             return Err(SqlError::NodeDown(id));
         }
