@@ -6,7 +6,9 @@ database. Then the RDS Data API's ExecuteStatement through the control plane aga
 same statement sent straight to the storage node's HTTP API, with wrk, at 1 and 8
 connections.
 
-usage: bench_pg.py BACKTRACK_SERVICE BACKTRACK_STORAGE_NODE [SECONDS]
+usage: bench_pg.py BACKTRACK_SERVICE [SECONDS]
+
+(The storage node is the service binary's `node` command, as the local nodes are.)
 
 Goals (issue 16): inserts and point selects at least 1.0x PostgreSQL at 1 and 8
 connections; the Data API through the control plane at least 0.8x of straight to the node.
@@ -24,8 +26,8 @@ import tempfile
 import time
 import urllib.request
 
-SERVICE, NODE = sys.argv[1], sys.argv[2]
-SECONDS = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+SERVICE = sys.argv[1]
+SECONDS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 TOKEN = "bench-token"
 USER, PASSWORD, DATABASE = "bench", "bench-Pass-1", "bench"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -132,7 +134,7 @@ def main():
     quiet = {**os.environ, "RUST_LOG": "warn"}
     log = open(os.path.join(work, "log"), "w")
     processes = [
-        subprocess.Popen([NODE, "serve", "--listen", f"127.0.0.1:{node_port}", "--pg-listen",
+        subprocess.Popen([SERVICE, "node", "--listen", f"127.0.0.1:{node_port}", "--pg-listen",
                           f"127.0.0.1:{pg_port}", "--token", TOKEN, "--data-dir",
                           os.path.join(work, "node")], stdout=log, stderr=log, env=quiet),
         subprocess.Popen([SERVICE, "serve", "--listen", f"127.0.0.1:{service_port}",

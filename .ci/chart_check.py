@@ -179,7 +179,8 @@ def check_rendered(name, docs, bin_dir):
         return
     print(f"  backtrack-service check-config: database {cp['database']['backend']}, "
           f"{len(cp['nodes'].get('external', []))} nodes; backtrack-storage-node check-config: "
-          f"listen {node['listen']}, log budget {node['log_budget_bytes']} bytes")
+          f"listen {node['listen']}, log budget {node['log_budget_bytes']} bytes, PostgreSQL on "
+          f"{node['pg_listen']}{' with TLS' if node.get('pg_tls_cert') else ''}")
 
     # The API: the port the service listens on is the container's and the Service's target.
     cp_port = port_named(cp_container, "http")
