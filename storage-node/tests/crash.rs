@@ -157,6 +157,9 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
         .join(format!("crash-{}", Uuid::new_v4().simple()));
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let next_key = Arc::new(AtomicI64::new(0));
+    // The most rows a reader was told of: a commit is visible before it is durable (the next
+    // writer is let in while it is written), but no answer may be built on one not durable.
+    let told = Arc::new(AtomicI64::new(0));
     let mut seed = 0x5eed_u64;
     let mut random = move |n: u64| {
         seed ^= seed << 13;
@@ -182,6 +185,12 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
         let client = current.client.clone();
         let acknowledged = acked.lock().unwrap().clone();
         let before = verify(&client, &acknowledged, round).await;
+        let counted = int(&rows(&client, "SELECT count(*) FROM a").await[0][0]);
+        assert!(
+            counted >= told.load(Ordering::Relaxed),
+            "round {round}: a reader was told of {} rows, {counted} survived",
+            told.load(Ordering::Relaxed)
+        );
         verify_clones(&client, &clones, round).await;
 
         // A clone of what the source holds now, with a write of its own.
@@ -252,8 +261,17 @@ async fn acknowledged_commits_survive_sigkill_at_random_moments() {
             "round {round}"
         );
 
-        // Writers until the kill.
+        // Writers until the kill, and a reader.
         let mut writers = Vec::new();
+        {
+            let (client, told) = (client.clone(), told.clone());
+            writers.push(tokio::spawn(async move {
+                let count = sql("SELECT count(*) FROM a", Vec::new());
+                while let Ok(result) = client.execute("v", &count).await {
+                    told.fetch_max(int(&result.rows[0][0]), Ordering::Relaxed);
+                }
+            }));
+        }
         for w in 0..4 {
             let (client, acked, next_key) = (client.clone(), acked.clone(), next_key.clone());
             writers.push(tokio::spawn(async move {

@@ -131,6 +131,108 @@ fn full_disk_is_survived(disk: SmallDisk) {
     engine.close();
 }
 
+/// Eight writers on one volume, whose commits share flushes (each lets the next writer in
+/// before its record is durable): when the disk fills, a commit whose record fails is undone
+/// with every later one (which may have read it) before any of them is answered. Every
+/// acknowledged row is there, and no refused one: not now, not after space comes back, not
+/// after a restart.
+fn full_disk_is_survived_by_concurrent_writers(disk: SmallDisk) {
+    use std::sync::{Arc, Mutex};
+    let data = disk.mount.join("node");
+    let engine = Arc::new(Engine::open(small_config(&data)).unwrap());
+    engine.create_volume("v", 3600).unwrap();
+    exec(
+        &engine,
+        "v",
+        "CREATE TABLE t (k INTEGER PRIMARY KEY, pad BLOB)",
+    );
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let write = |from: i64, rows: i64, refusals: usize| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (engine, acked) = (engine.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for i in 0..rows {
+                        let k = from + t * 1_000 + i;
+                        match insert(&engine, k) {
+                            Ok(()) => {
+                                acked.lock().unwrap().insert(k);
+                            }
+                            Err(e) => {
+                                assert!(
+                                    e.code == ErrorCode::StorageFull
+                                        || e.code == ErrorCode::Unavailable,
+                                    "a clear error, not {e:?}"
+                                );
+                                refused += 1;
+                                if refused >= refusals {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum::<usize>()
+    };
+    assert_eq!(write(0, 20, 1), 0, "room for the first rows");
+    let filler = disk.fill();
+    let refused = write(100_000, 1_000, 5);
+    assert!(refused >= 8, "the disk filled up ({refused} refusals)");
+    assert_eq!(
+        keys(&engine),
+        *acked.lock().unwrap(),
+        "reads show exactly what was acknowledged"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while insert(&engine, 999_999).is_err() {
+        assert!(Instant::now() < deadline, "writes did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    acked.lock().unwrap().insert(999_999);
+    assert_eq!(write(200_000, 20, 1), 0, "writes resumed");
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(keys(&engine), acked);
+    assert_eq!(
+        exec(&engine, "v", "PRAGMA integrity_check").rows[0][0],
+        Value::Text("ok".into())
+    );
+    engine.close();
+    drop(engine);
+    let engine = Engine::open(small_config(&data)).unwrap();
+    assert_eq!(
+        keys(&engine),
+        acked,
+        "a restart recovers exactly the acknowledged rows"
+    );
+    engine.close();
+}
+
+#[test]
+fn a_full_tmpfs_is_survived_by_concurrent_writers_of_one_volume() {
+    match SmallDisk::tmpfs(24) {
+        Ok(disk) => full_disk_is_survived_by_concurrent_writers(disk),
+        Err(why) => eprintln!("skipped: cannot mount a tmpfs here ({why}); run as root"),
+    }
+}
+
+#[test]
+fn a_full_ext4_disk_is_survived_by_concurrent_writers_of_one_volume() {
+    match SmallDisk::ext4(32) {
+        Ok(disk) => full_disk_is_survived_by_concurrent_writers(disk),
+        Err(why) => {
+            eprintln!("skipped: cannot mount ext4 on a loop device here ({why}); run as root")
+        }
+    }
+}
+
 #[test]
 fn a_full_tmpfs_is_survived_without_losing_or_resurrecting_a_commit() {
     match SmallDisk::tmpfs(24) {

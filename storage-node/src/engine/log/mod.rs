@@ -50,6 +50,7 @@ mod segment;
 mod tests;
 mod writer;
 
+pub use commit::Ticket;
 pub use record::{
     encode_backtrack, encode_commit, page_offset, RecordKind, RecordMeta, PAGE_ENTRY, RECORD_HEADER,
 };
@@ -144,6 +145,9 @@ struct Shared {
     recent: Mutex<RecentWrites>,
     /// Asks the preallocator for a spare; `true` also when stopping.
     spare_wanted: (Mutex<(bool, bool)>, Condvar),
+    /// Tests make this many batches fail without writing them.
+    #[cfg(test)]
+    fail_batches: AtomicU64,
 }
 
 pub struct Log {
@@ -248,6 +252,8 @@ impl Log {
             direct,
             recent: Mutex::new(RecentWrites::new(RECENT_BYTES)),
             spare_wanted: (Mutex::new((true, false)), Condvar::new()),
+            #[cfg(test)]
+            fail_batches: AtomicU64::new(0),
         });
         let worker = shared.clone();
         let preallocator = std::thread::Builder::new()

@@ -11,6 +11,8 @@ use crate::engine::timeline::Lsn;
 pub const RECORD_HEADER: usize = 4 + 4 + 1 + 16 + 8 + 8 + 4 + 4;
 /// Where a record's volume id is: after its length, checksum and kind.
 pub(super) const VOLUME_BYTES: std::ops::Range<usize> = 9..25;
+/// Where its LSN is, after the volume id.
+pub(super) const LSN_BYTES: std::ops::Range<usize> = 25..33;
 /// One page in a commit record: its number and its bytes.
 pub const PAGE_ENTRY: usize = 4 + PAGE_SIZE;
 

@@ -202,6 +202,43 @@ fn concurrent_appends_share_syncs() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Once a volume's record fails, none of its later records is written, whether queued
+/// already or still to come, until the volume has undone what followed (`forget_failure`):
+/// on disk there is never a record built on a lost one.
+#[test]
+fn no_record_after_a_failed_one_is_written_until_the_volume_undid_it() {
+    let (dir, log) = shared_log("failed");
+    let (volume, other) = (Uuid::new_v4(), Uuid::new_v4());
+    log.append(commit(volume, 1, 1)).unwrap();
+    // Commits 2 and 3 are queued together; their batch fails.
+    log.shared.fail_batches.store(1, Ordering::Release);
+    let second = log.submit(commit(volume, 2, 2)).unwrap();
+    let third = log.submit(commit(volume, 3, 3)).unwrap();
+    assert!(log.wait(&second).is_err());
+    assert!(log.wait(&third).is_err());
+    // Commit 4 (built on 3) is refused although the disk takes writes again; the other
+    // volume's records go on.
+    let fourth = log.submit(commit(volume, 4, 4)).unwrap();
+    log.append(commit(other, 1, 9)).unwrap();
+    assert!(log.wait(&fourth).is_err());
+    // Queued before the volume undid its commits: refused when it has.
+    let fifth = log.submit(commit(volume, 5, 5)).unwrap();
+    log.forget_failure(volume);
+    assert!(log.wait(&fifth).is_err());
+    // The volume's next commit, on the undone state, is written.
+    log.append(commit(volume, 6, 6)).unwrap();
+    drop(log);
+    let (reopened, records) = Log::open(&dir, 64 << 20).unwrap();
+    let ours: Vec<u64> = records
+        .iter()
+        .filter(|r| r.volume == volume)
+        .map(|r| r.lsn.0)
+        .collect();
+    assert_eq!(ours, [1, 6]);
+    drop(reopened);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A new log in a fresh directory, for several threads.
 fn shared_log(name: &str) -> (PathBuf, Arc<Log>) {
     let dir = temp_dir(name);

@@ -42,7 +42,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::hooks::{AuthContext, Authorization};
 use rusqlite::limits::Limit;
@@ -61,7 +61,15 @@ pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Open transactions per volume.
 pub const MAX_TRANSACTIONS: usize = 64;
 const IDLE_CONNECTIONS: usize = 4;
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a statement that finds the writer lock taken tries again: each try first waits
+/// (in the VFS) for the lock to be given back, at most `vfs::WRITER_TURN`, so together about
+/// five seconds. SQLite's own busy timeout would sleep a millisecond or more between tries,
+/// longer than a whole commit takes now that the lock goes at once to the next writer.
+const BUSY_TRIES: i32 = 50;
+
+fn try_again(tries: i32) -> bool {
+    tries < BUSY_TRIES
+}
 
 /// An open transaction's connection and when it was last used; `None` once it ended.
 type TxSlot = Arc<Mutex<Option<(Conn, Instant)>>>;
@@ -189,7 +197,7 @@ impl SqlVolume {
 /// statement cache and the functions PostgreSQL clients call installed: every connection to a
 /// volume, or to a view of one.
 fn guarded(conn: Connection, database: &Arc<RwLock<String>>) -> Result<Conn, VolumeError> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    conn.busy_handler(Some(try_again)).map_err(sql_error)?;
     functions::install(&conn, database.clone()).map_err(sql_error)?;
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES);
     let refusal = Arc::new(Mutex::new(None));
@@ -242,6 +250,7 @@ impl SqlVolume {
         self.check_available()?;
         let _gate = self.gate.read().unwrap();
         self.check_available()?;
+        vfs::take_seen();
         match &request.transaction_id {
             None => {
                 let conn = match self.idle.lock().unwrap().pop() {
@@ -249,6 +258,7 @@ impl SqlVolume {
                     None => self.open()?,
                 };
                 let result = self.run(&conn, request);
+                let result = self.settled(result);
                 if !conn.conn.is_autocommit() {
                     // Never hand a connection with a transaction in it to the next caller.
                     let _ = conn.conn.execute_batch("ROLLBACK");
@@ -265,9 +275,12 @@ impl SqlVolume {
                 *last_used = Instant::now();
                 let result = self.run(conn, request);
                 let timed_out = matches!(&result, Err(e) if e.code == ErrorCode::StatementTimeout);
-                if !timed_out && !conn.conn.is_autocommit() {
+                let settled = self.settled(Ok(()));
+                if settled.is_ok() && !timed_out && !conn.conn.is_autocommit() {
                     return result;
                 }
+                // What it read was undone: the transaction cannot go on.
+                let result = settled.and(result);
                 // The transaction is over: SQLite rolled it back after an error (a full disk,
                 // no memory), or it ran out of time; closing the connection rolls back the rest.
                 *slot = None;
@@ -282,6 +295,14 @@ impl SqlVolume {
                 })
             }
         }
+    }
+
+    /// A call's answer, once what it read or wrote is durable; or why it never will be (a
+    /// commit it saw was undone: the answer would have been built on it).
+    fn settled<T>(&self, result: Result<T, VolumeError>) -> Result<T, VolumeError> {
+        let seen = vfs::take_seen();
+        self.volume.settle_through(seen)?;
+        result
     }
 
     /// Returns a connection to the pool, unless it must not serve another caller: its state

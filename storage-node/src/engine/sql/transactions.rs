@@ -63,10 +63,12 @@ impl SqlVolume {
             return Err(transaction_not_found(id));
         };
         vfs::take_failure();
+        vfs::take_seen();
         let result = conn
             .conn
             .execute_batch(verb)
             .map_err(|e| self.explain(&conn, sql_error(e)));
+        let result = self.settled(result);
         if result.is_err() && !conn.conn.is_autocommit() {
             let _ = conn.conn.execute_batch("ROLLBACK");
         }

@@ -90,6 +90,8 @@ impl FileState {
             None => return ffi::SQLITE_BUSY,
         };
         if !self.volume.try_reserve(&snapshot) {
+            // SQLite tries again (with a new snapshot) once it is free.
+            self.volume.wait_for_writer(super::WRITER_TURN);
             return ffi::SQLITE_BUSY;
         }
         self.stage = Some(Stage {
@@ -113,12 +115,13 @@ impl FileState {
         };
         match self
             .volume
-            .commit(&stage.base, &stage.pages, stage.db_pages)
+            .commit_queued(&stage.base, &stage.pages, stage.db_pages)
         {
             Ok(snapshot) => {
                 // This handle now reads after its commit: pinned before the writer lock goes,
                 // so no later commit can be folded under it first.
                 self.pin = Some(self.volume.pin_latest(&snapshot));
+                super::note_seen(snapshot.head_lsn);
                 self.snapshot = Some(snapshot);
                 self.end_write();
                 ffi::SQLITE_OK
@@ -362,6 +365,7 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
                 Some(fixed) => st.snapshot = Some(fixed.clone()),
                 None => {
                     let (snapshot, pin) = st.volume.snapshot_pinned();
+                    super::note_seen(snapshot.head_lsn);
                     st.snapshot = Some(snapshot);
                     st.pin = Some(pin);
                 }

@@ -35,6 +35,7 @@ use libsqlite3_sys as ffi;
 
 use self::file::{x_open, VolumeFile};
 use self::system::*;
+use super::timeline::Lsn;
 use super::volume::{Snapshot, Volume, VolumeError};
 
 pub const VFS_NAME: &str = "backtrack";
@@ -63,6 +64,25 @@ fn fail(why: VfsFailure) {
 /// Takes (and clears) the reason of this thread's last VFS failure.
 pub fn take_failure() -> Option<VfsFailure> {
     FAILURE.with(|f| f.borrow_mut().take())
+}
+
+/// The longest a statement waits for the writer lock before SQLite's busy handler decides
+/// whether it tries again.
+pub const WRITER_TURN: std::time::Duration = std::time::Duration::from_millis(100);
+
+thread_local! {
+    /// The newest LSN this thread's connections read or committed since `take_seen`: what a
+    /// call must see durable before it answers (see `Volume::settle_through`).
+    static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn note_seen(lsn: Lsn) {
+    SEEN.with(|seen| seen.set(seen.get().max(lsn.0)));
+}
+
+/// Takes (and clears) the newest LSN this thread's connections read or committed.
+pub fn take_seen() -> Lsn {
+    Lsn(SEEN.with(|seen| seen.replace(0)))
 }
 
 /// What a name opens: a volume, as it is (read-write), or fixed at a view's snapshot

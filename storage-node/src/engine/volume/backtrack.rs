@@ -29,6 +29,8 @@ impl Volume {
         request: &BacktrackRequest,
         rolled_back: u32,
     ) -> Result<BacktrackOutcome, VolumeError> {
+        // Its record follows every commit's, and the switch every commit's fate.
+        self.settle_all();
         let _one_at_a_time = self.maintenance.lock().unwrap();
         if let Some(done) = self.state.read().unwrap().ledger.get(&request.backtrack_id) {
             return Ok(done.clone());
@@ -38,7 +40,7 @@ impl Volume {
         let _writer = self.reserve_waiting()?;
         let (lsn, target) = {
             let st = self.state.read().unwrap();
-            (st.head_lsn.next(), st.timeline.state_at(to_us))
+            (st.next_lsn(), st.timeline.state_at(to_us))
         };
         let time_us = self.clock.now_us();
         let payload = BacktrackPayload {

@@ -118,11 +118,16 @@ impl Volume {
         // With the source's maintenance held, no fold of the source can run between the
         // check and the clone's registration; every later fold copies for the clone.
         let _no_fold = source.maintenance.lock().unwrap();
-        let snapshot = {
+        // The clone starts from a durable state of its source.
+        let snapshot = loop {
+            source.settle_all();
             let now = source.clock.now_us();
             let st = source.state.read().unwrap();
             check_instant(&st, spec.time_us, now)?;
-            source_snapshot(&st.timeline, spec.time_us)
+            let snapshot = source_snapshot(&st.timeline, spec.time_us);
+            if snapshot.head_lsn <= st.settled_head() {
+                break snapshot;
+            }
         };
         let meta = CloneMeta {
             source_id: source.id.clone(),

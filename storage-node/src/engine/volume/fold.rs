@@ -38,6 +38,7 @@ impl Volume {
         through: Option<Lsn>,
         forced: bool,
     ) -> Result<bool, VolumeError> {
+        self.settle_all();
         let _one_at_a_time = self.maintenance.lock().unwrap();
         // An open view's instant caps the fold, and so does an open reader's; the log
         // budget's too: it then waits for them to close. The plan is made with the pins held,
@@ -47,7 +48,10 @@ impl Volume {
             let cap = pins.values().min().copied();
             let time_us = cap.map_or(time_us, |pin| time_us.min(pin));
             let st = self.state.read().unwrap();
-            let plan = plan_fold(&st, time_us, through, cap);
+            // Never a commit not known durable yet (one that came after `settle_all`): the
+            // next pass folds it.
+            let plan = plan_fold(&st, time_us, through, cap)
+                .filter(|plan| plan.horizon <= st.settled_head());
             drop(st);
             drop(pins);
             match plan {

@@ -5,7 +5,10 @@
 //! this module keeps, in memory, where each one is (`versions`), the timeline of commits and
 //! backtracks since the base, and the volume's settings, persisted in `volume.json`.
 //!
-//! - A commit appends one record (group-committed, durable) and then publishes its versions.
+//! - A commit queues one record (group-committed) and publishes its versions at once, their
+//!   bytes held in memory until the record is durable: the next writer goes on meanwhile, and
+//!   the commits of one volume share flushes. No caller is answered before what it read or
+//!   wrote is durable; a commit whose record fails is undone, with every later one.
 //! - A backtrack appends one small record and installs a new live set: a metadata switch whose
 //!   cost does not depend on the size of the database.
 //! - A fold moves the horizon forward: it writes the newest versions at the horizon into the
@@ -141,10 +144,15 @@ impl From<io::Error> for VolumeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Version {
     lsn: Lsn,
+    /// `UNSETTLED` while its commit's record is not known durable: the bytes are then the
+    /// `offset`-th page of the commit in `VolumeState::unsettled`.
     segment: u64,
     /// Offset of the page's bytes in the segment.
     offset: u64,
 }
+
+/// The segment of a version whose record is not known durable yet.
+const UNSETTLED: u64 = u64::MAX;
 
 /// A reader's fixed view of the volume, taken when SQLite locks the file.
 #[derive(Debug, Clone)]
@@ -208,6 +216,28 @@ struct VolumeState {
     trimmed_by_budget: bool,
     /// The volume this one was cloned from, if it is a clone.
     source: Option<clone::CloneMeta>,
+    /// Commits published but not yet known durable, oldest first (see `commit`).
+    unsettled: BTreeMap<Lsn, commit::Unsettled>,
+    /// Commits undone after they were published (the LSNs from, through) and why: a caller
+    /// that saw one of them is not answered. Their LSNs are never used again.
+    lost: std::collections::VecDeque<(Lsn, Lsn, LogError)>,
+    /// The lowest LSN the next record may take: above every undone one.
+    lsn_floor: Lsn,
+}
+
+impl VolumeState {
+    /// The newest LSN known durable.
+    fn settled_head(&self) -> Lsn {
+        self.unsettled
+            .values()
+            .next()
+            .map_or(self.head_lsn, |first| first.prev_head)
+    }
+
+    /// The LSN of the next record (a commit or a backtrack).
+    fn next_lsn(&self) -> Lsn {
+        self.head_lsn.next().max(self.lsn_floor)
+    }
 }
 
 /// The single-writer lock (SQLite's RESERVED lock), held across VFS calls.
@@ -219,9 +249,10 @@ struct WriterLock {
 
 /// One cluster's page store.
 ///
-/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `pins`, then `state`;
-/// `page0`, the base file and the log are used with no lock of the volume held for writing
-/// (`state` is written only after the log has answered). A writer holds the writer lock across many calls
+/// Lock order: `maintenance`, then the writer lock (`writer.held`), then `pins`, then `state`,
+/// then `page0` and the log's queue (a commit queues its record with `state` held for writing,
+/// so records of a volume are queued in LSN order); waiting for the log is done with no lock
+/// of the volume held. A writer holds the writer lock across many calls
 /// (from SQLite's RESERVED lock to its commit or rollback), through a [`Reservation`] or the
 /// VFS's stage, which release it when dropped.
 pub struct Volume {

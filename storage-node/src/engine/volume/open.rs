@@ -197,6 +197,9 @@ impl Volume {
             pending_fold: meta.pending_fold,
             trimmed_by_budget: meta.trimmed_by_budget,
             source: meta.source,
+            unsettled: BTreeMap::new(),
+            lost: std::collections::VecDeque::new(),
+            lsn_floor: Lsn::ZERO,
         };
         Volume {
             id: meta.id,
@@ -303,7 +306,7 @@ impl Volume {
                 base_db_pages: st.timeline.base_db_pages,
                 base_live: st.timeline.base_live.clone(),
                 events: st.timeline.events.clone(),
-                checkpoint_lsn: st.head_lsn,
+                checkpoint_lsn: st.settled_head(),
                 records_created: st.records_created,
                 backtracks_applied: st.backtracks_applied,
                 ledger: st

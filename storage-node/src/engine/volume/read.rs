@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{newest_in, Snapshot, Version, Volume};
+use super::{newest_in, Snapshot, Version, Volume, UNSETTLED};
 use crate::engine::log::PAGE_SIZE;
 
 /// Where `read_page` finds a page.
@@ -44,6 +44,13 @@ impl Volume {
                 .get(&index)
                 .and_then(|versions| newest_in(versions, &snapshot.live))
             {
+                Some(version) if version.segment == UNSETTLED => {
+                    let commit = st.unsettled.get(&version.lsn).ok_or_else(|| {
+                        io::Error::other("an unsettled page's commit is not held")
+                    })?;
+                    out.copy_from_slice(&commit.pages[version.offset as usize].1);
+                    Source::Copied
+                }
                 Some(version) if self.log.read_recent(version.segment, version.offset, out) => {
                     Source::Copied
                 }

@@ -37,6 +37,8 @@ impl Volume {
     /// `state(time_us)` as a snapshot, pinned: refused when `time_us` is in the future or
     /// before the earliest restorable time (or the volume keeps no history).
     pub fn view_at(self: &Arc<Self>, time_us: i64) -> Result<(Snapshot, Pin), VolumeError> {
+        // A view reads only what is durable.
+        self.settle_all();
         // Folds run under `maintenance`: with it held, the check and the pin cannot be
         // separated by one.
         let _no_fold = self.maintenance.lock().unwrap();
