@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::sink::Sink;
-use futures::stream;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::ExtendedQueryHandler;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{FieldFormat, FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
@@ -22,7 +21,8 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::errors::from_volume;
 use super::query::{
-    aborted_error, first_word, is_savepoint_verb, terminated, volume_of, Outcome, Session,
+    aborted_error, first_word, is_savepoint_verb, query_response, terminated, volume_of, Outcome,
+    Session,
 };
 use super::{infer, types};
 use crate::api::{Column, ErrorCode, Value};
@@ -153,20 +153,11 @@ impl ExtendedQueryHandler for Session {
             Ok(Outcome::Done(response)) => Ok(response),
             Ok(Outcome::Rows(result)) => {
                 // Rows as the Describe before said they would be.
-                let fields = Arc::new(types::declared_fields(
+                let fields = types::declared_fields(
                     &prepared.described.columns,
                     Some(&portal.result_column_format),
-                ));
-                let mut encoder = DataRowEncoder::new(fields.clone());
-                let rows: Vec<PgWireResult<_>> = result
-                    .rows
-                    .iter()
-                    .map(|values| types::row(&mut encoder, &fields, values))
-                    .collect();
-                Ok(Response::Query(QueryResponse::new(
-                    fields,
-                    stream::iter(rows),
-                )))
+                );
+                Ok(query_response(fields, &result))
             }
             Err(e) if e.code == ErrorCode::Unavailable => Err(terminated()),
             Err(e) => Err(user_error(from_volume(&e))),

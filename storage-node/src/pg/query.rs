@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::sink::Sink;
 use futures::stream;
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{DataRowEncoder, QueryResponse, Response, Tag};
+use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_DATABASE, METADATA_USER};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -367,7 +367,12 @@ pub(super) enum Outcome {
 
 /// A result with rows, typed by its columns and values, in text format.
 fn rows_response(result: &ExecuteResult) -> Response {
-    let fields = Arc::new(types::fields(&result.columns, &result.rows));
+    query_response(types::fields(&result.columns, &result.rows), result)
+}
+
+/// A result's rows, each value encoded as its field says.
+pub(super) fn query_response(fields: Vec<FieldInfo>, result: &ExecuteResult) -> Response {
+    let fields = Arc::new(fields);
     let mut encoder = DataRowEncoder::new(fields.clone());
     let rows: Vec<PgWireResult<_>> = result
         .rows
