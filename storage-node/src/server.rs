@@ -40,7 +40,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
     tracing::info!(port = pg_port, "serving the PostgreSQL protocol");
     let app = crate::http::router(engine.clone(), &config.token, Some(pg_port));
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(crate::pg::serve(
+    let pg_served = tokio::spawn(crate::pg::serve(
         pg,
         engine.clone(),
         config.pg()?,
@@ -65,6 +65,8 @@ pub async fn serve(config: NodeConfig) -> Result<(), String> {
         _ = drained => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),
     }
     engine.interrupt_all();
+    // Until every PostgreSQL session was told the node stops (57P01), or a few seconds.
+    let _ = pg_served.await;
     tokio::task::spawn_blocking(move || engine.close())
         .await
         .map_err(|e| e.to_string())?;

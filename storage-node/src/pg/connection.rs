@@ -16,11 +16,11 @@ use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use pgwire::tokio::tokio_rustls::rustls::{self, pki_types};
 use pgwire::tokio::tokio_rustls::TlsAcceptor;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::errors::fatal;
 use super::query::{terminated, volume_of};
-use super::Handlers;
+use super::{Handlers, Settings};
 
 /// How long a client has to finish TLS, startup and authentication.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,12 +51,50 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Serves one connection on a thread of its own, with a runtime of its own for its socket and
+/// timers, so its engine calls (which block on SQLite and on the log's flushes) run where its
+/// messages are read, and no other connection or the HTTP API waits behind them.
+pub(super) fn start(
+    socket: TcpStream,
+    handlers: Handlers,
+    settings: &Settings,
+    stop: &watch::Receiver<bool>,
+    open: &mpsc::Sender<()>,
+) -> io::Result<()> {
+    let socket = socket.into_std()?;
+    let (tls, idle_timeout, stop, open) = (
+        settings.tls.clone(),
+        settings.idle_timeout,
+        stop.clone(),
+        open.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("pg-connection".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match TcpStream::from_std(socket) {
+                    Ok(socket) => serve(socket, tls, handlers, idle_timeout, stop).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            drop(open);
+        })?;
+    Ok(())
+}
+
 /// Serves one connection until it ends.
-pub(super) async fn serve(
+async fn serve(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     handlers: Handlers,
     idle_timeout: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let startup = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup);
@@ -115,6 +153,10 @@ pub(super) async fn serve(
                 return end(&mut socket, why).await;
             }
             () = backtracked => return end(&mut socket, terminated()).await,
+            Ok(_) = stop.wait_for(|stop| *stop) => {
+                let why = fatal("57P01", "terminating connection due to administrator command");
+                return end(&mut socket, why).await;
+            }
             message = socket.next() => message,
         };
         let Some(Ok(message)) = message else {

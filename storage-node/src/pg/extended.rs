@@ -112,11 +112,9 @@ impl Parser {
         if let Some(described) = Session::described_here(&sql) {
             return Ok(Some(Prepared { sql, described }));
         }
-        let engine = self.engine.clone();
-        let text = sql.clone();
-        let mut described = tokio::task::spawn_blocking(move || engine.describe(&volume, &text))
-            .await
-            .map_err(|e| PgWireError::ApiError(Box::new(e)))?
+        let mut described = self
+            .engine
+            .describe(&volume, &sql)
             .map_err(|e| user_error(from_volume(&e)))?;
         infer::expression_types(&sql, &mut described.columns);
         Ok(Some(Prepared { sql, described }))

@@ -115,24 +115,27 @@ pub struct Settings {
     pub tls: Option<TlsAcceptor>,
 }
 
-/// Serves connections from `listener` until `stop` turns true.
+/// Serves connections from `listener` until `stop` turns true, each on a thread of its own
+/// (as each PostgreSQL backend is a process of its own): its statements run on that thread,
+/// from the moment its socket is readable to its answer, with no handoff between threads.
+/// Connections still open when `stop` turns true end with 57P01; this returns once they have.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Each connection's thread holds a sender: once every one is dropped, all have ended.
+    let (open, mut ended) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     let handlers = Handlers::new(engine.clone(), settings.limits.clone());
-                    let (tls, idle) = (settings.tls.clone(), settings.idle_timeout);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection::serve(socket, tls, handlers, idle).await {
-                            tracing::debug!(error = %e, "PostgreSQL connection ended");
-                        }
-                    });
+                    let started = connection::start(socket, handlers, &settings, &stop, &open);
+                    if let Err(e) = started {
+                        tracing::warn!(error = %e, "cannot start a PostgreSQL connection");
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: wait rather than spin.
@@ -143,7 +146,15 @@ pub async fn serve(
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
         }
     }
+    drop(open);
+    if tokio::time::timeout(ENDING, ended.recv()).await.is_err() {
+        tracing::warn!("PostgreSQL connections still open after {ENDING:?}; stopping anyway");
+    }
 }
+
+/// How long connections get, once the node stops, to be told so (their statements are
+/// interrupted first).
+const ENDING: Duration = Duration::from_secs(5);
 
 /// One connection's handlers: its authentication and its session.
 struct Handlers {

@@ -150,17 +150,6 @@ impl Session {
         }
     }
 
-    /// Runs an engine call off the async threads (it blocks on SQLite and the disk).
-    async fn blocking<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&Engine) -> Result<T, VolumeError> + Send + 'static,
-    ) -> Result<T, VolumeError> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || call(&engine))
-            .await
-            .unwrap_or_else(|e| Err(VolumeError::internal(e)))
-    }
-
     /// Runs one statement with its parameters: a transaction verb or a setting here, the rest
     /// in the node's engine. An error inside a transaction aborts it.
     pub(super) async fn run(
@@ -178,8 +167,7 @@ impl Session {
             match verb.as_str() {
                 "COMMIT" | "END" => {
                     self.end_transaction();
-                    let (volume, id) = (volume.clone(), id.clone());
-                    self.blocking(move |e| e.rollback(&volume, &id)).await?;
+                    self.engine.rollback(volume, id)?;
                     return Ok(Outcome::Done(Response::TransactionEnd(Tag::new(
                         "ROLLBACK",
                     ))));
@@ -228,10 +216,7 @@ impl Session {
     ) -> Result<Outcome, VolumeError> {
         match (verb, open) {
             ("BEGIN" | "START", None) if !is_savepoint_verb(sql) => {
-                let id = {
-                    let volume = volume.to_string();
-                    self.blocking(move |e| e.begin(&volume)).await?
-                };
+                let id = self.engine.begin(volume)?;
                 *self.transaction.lock().unwrap() = Some((volume.to_string(), id));
                 Ok(Outcome::Done(Response::TransactionStart(Tag::new("BEGIN"))))
             }
@@ -241,12 +226,12 @@ impl Session {
             }
             ("COMMIT" | "END", Some((volume, id))) => {
                 self.end_transaction();
-                self.blocking(move |e| e.commit(&volume, &id)).await?;
+                self.engine.commit(&volume, &id)?;
                 Ok(Outcome::Done(Response::TransactionEnd(Tag::new("COMMIT"))))
             }
             ("ROLLBACK" | "ABORT", Some((volume, id))) if !is_savepoint_verb(sql) => {
                 self.end_transaction();
-                self.blocking(move |e| e.rollback(&volume, &id)).await?;
+                self.engine.rollback(&volume, &id)?;
                 Ok(Outcome::Done(Response::TransactionEnd(Tag::new(
                     "ROLLBACK",
                 ))))
@@ -267,11 +252,7 @@ impl Session {
                     transaction_id: open.map(|(_, id)| id),
                     ..Default::default()
                 };
-                let result = {
-                    let volume = volume.to_string();
-                    self.blocking(move |e| e.execute(&volume, &request)).await
-                };
-                let result = match result {
+                let result = match self.engine.execute(volume, &request) {
                     Ok(result) => result,
                     Err(e) => {
                         if e.message.contains("rolled back") {

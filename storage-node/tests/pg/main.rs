@@ -21,7 +21,7 @@ const TOKEN: &str = "pg-test";
 const PASSWORD: &str = "correct-Horse9";
 
 struct Node {
-    _process: Spawned,
+    process: Spawned,
     client: NodeClient,
     pg_port: u16,
     _dir: tempdir::Dir,
@@ -69,7 +69,7 @@ async fn node_with_database_and(flags: &[&str]) -> Node {
         .pg_port
         .expect("a PostgreSQL port");
     Node {
-        _process: process,
+        process,
         client,
         pg_port,
         _dir: dir,

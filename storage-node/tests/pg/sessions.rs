@@ -129,3 +129,55 @@ fn tls_files_that_do_not_load_are_refused_before_the_node_starts() {
         assert!(said.contains(why), "{cert} {key}: {said}");
     }
 }
+
+/// Each connection runs on a thread of its own: a runaway statement on one holds up neither
+/// the others nor the HTTP API. A node asked to stop interrupts what runs and tells every
+/// session why (57P01), idle ones and ones inside a transaction, before it exits.
+#[tokio::test]
+async fn a_runaway_statement_holds_up_no_one_and_a_stopping_node_ends_its_sessions_with_57p01() {
+    let node = node_with_database().await;
+    let opts = options(&node, "admin", PASSWORD, "shop");
+    let mut idle = PgConnection::connect_with(&opts).await.unwrap();
+    let mut writing = PgConnection::connect_with(&opts).await.unwrap();
+    let mut reading = PgConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE t (x INTEGER)")
+        .execute(&mut idle)
+        .await
+        .unwrap();
+    let mut runaway_conn = PgConnection::connect_with(&opts).await.unwrap();
+    let runaway = tokio::spawn(async move {
+        let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                   SELECT count(*) FROM c";
+        sqlx::query(sql)
+            .fetch_one(&mut runaway_conn)
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..50 {
+        let row = sqlx::query("SELECT $1 + 1")
+            .bind(i as i64)
+            .fetch_one(&mut reading)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>(0), (i + 1).to_string());
+    }
+    node.client.health().await.unwrap();
+    // All that while, the runaway ran (its time limit is 10 s).
+    assert!(!runaway.is_finished());
+
+    sqlx::raw_sql("BEGIN; INSERT INTO t VALUES (1)")
+        .execute(&mut writing)
+        .await
+        .unwrap();
+    let pid = node.process.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let interrupted = runaway.await.unwrap().unwrap_err();
+    // As PostgreSQL's fast shutdown: the running statement is stopped, its session ended.
+    assert_eq!(sqlstate(interrupted), "57P01");
+    for conn in [&mut idle, &mut writing, &mut reading] {
+        let e = sqlx::raw_sql("SELECT 1").execute(conn).await.unwrap_err();
+        assert_eq!(sqlstate(e), "57P01");
+    }
+}

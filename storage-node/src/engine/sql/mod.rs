@@ -60,7 +60,11 @@ use crate::api::{BacktrackOutcome, BacktrackRequest, ErrorCode, ExecuteRequest, 
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Open transactions per volume.
 pub const MAX_TRANSACTIONS: usize = 64;
-const IDLE_CONNECTIONS: usize = 4;
+/// SQLite connections kept open per volume between calls. Opening one (its PRAGMAs, reading
+/// the schema, an empty statement cache) costs more than a point query, so there are enough
+/// for as many concurrent callers as a busy volume has (eight PostgreSQL connections, say);
+/// their page caches together stay within the node's SQLite heap limit.
+const IDLE_CONNECTIONS: usize = 16;
 /// How often a statement that finds the writer lock taken tries again: each try first waits
 /// (in the VFS) for the lock to be given back, at most `vfs::WRITER_TURN`, so together about
 /// five seconds. SQLite's own busy timeout would sleep a millisecond or more between tries,
