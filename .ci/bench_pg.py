@@ -4,7 +4,8 @@ client, pgbench, running the same custom scripts (-n -f): single-row autocommit 
 point selects by primary key over 10,000 rows, with 1 and with 8 connections to one
 database. Then the RDS Data API's ExecuteStatement through the control plane against the
 same statement sent straight to the storage node's HTTP API, with wrk, at 1 and 8
-connections.
+connections; and, for the cost of one more hop by itself, the same statement to the node
+through a TCP relay that does nothing but copy bytes (socat).
 
 usage: bench_pg.py BACKTRACK_SERVICE [SECONDS]
 
@@ -194,13 +195,24 @@ def main():
         print(f"Data API ExecuteStatement (a point select), wrk {SECONDS} s per run, requests/s:")
         select = "SELECT v FROM bench_rows WHERE id = 4242"
         arn = f"arn:aws:rds:us-east-1:000000000000:cluster:bench"
+        # What one more hop costs by itself: the same calls to the node through socat, which
+        # only copies bytes between two TCP connections (no HTTP, no work).
+        relay_port = free_port()
+        relay = subprocess.Popen(["socat", f"TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork",
+                                  f"TCP:127.0.0.1:{node_port}"])
+        processes.append(relay)
+        wait_for(f"http://127.0.0.1:{relay_port}/healthz")
+        node_call = (f"/v1/volumes/{volume_id}/execute", {"sql": select},
+                     {"authorization": f"Bearer {TOKEN}"})
         for connections in (1, 8):
             through = wrk(base + "/Execute", {"resourceArn": arn, "secretArn": SECRET,
                                               "sql": select}, connections, {})
-            straight = wrk(f"{node_url}/v1/volumes/{volume_id}/execute", {"sql": select},
-                           connections, {"authorization": f"Bearer {TOKEN}"})
+            straight = wrk(node_url + node_call[0], node_call[1], connections, node_call[2])
+            relayed = wrk(f"http://127.0.0.1:{relay_port}" + node_call[0], node_call[1],
+                          connections, node_call[2])
             print(f"  {connections} connection(s): through the control plane {through:8.0f}, "
-                  f"straight to the node {straight:8.0f}: {through / straight:.2f}x")
+                  f"straight to the node {straight:8.0f}: {through / straight:.2f}x "
+                  f"(through a bare TCP relay: {relayed:8.0f}, {relayed / straight:.2f}x)")
     finally:
         for process in processes:
             process.terminate()

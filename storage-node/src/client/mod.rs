@@ -2,9 +2,12 @@
 //! the shared bearer token; every failure is classified once, here, into "unreachable" (worth
 //! retrying) or "refused" (the node answered and said no), so callers never inspect statuses.
 
+mod http1;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -57,9 +60,12 @@ impl CallError {
     }
 }
 
+/// How long connecting to a node may take, at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct NodeClient {
-    http: reqwest::Client,
+    http: http1::Shared,
     base: String,
     token: String,
     /// Bounds each call.
@@ -71,14 +77,8 @@ pub struct NodeClient {
 impl NodeClient {
     /// `base` is the node's URL, e.g. `http://127.0.0.1:7001`; `timeout` bounds each call.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("a reqwest client without TLS always builds");
         NodeClient {
-            http,
+            http: Arc::new(http1::Connections::new(base.trim_end_matches('/'))),
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
             timeout,
@@ -261,23 +261,19 @@ impl NodeClient {
         body: Option<&impl Serialize>,
         timeout: Duration,
     ) -> Result<T, CallError> {
-        let mut request = self
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| CallError::Protocol(format!("cannot encode the request: {e}")))?;
+        let connect_timeout = timeout.min(CONNECT_TIMEOUT);
+        let http1::Answer {
+            status,
+            body: bytes,
+        } = self
             .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(timeout);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
+            .call(method, path, &self.token, body, timeout, connect_timeout)
             .await
-            .map_err(|e| CallError::Unreachable(cause_chain(&e)))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Unreachable(cause_chain(&e)))?;
+            .map_err(CallError::Unreachable)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| CallError::Protocol(format!("unexpected response body: {e}")));
@@ -303,8 +299,7 @@ fn refusal(status: StatusCode, bytes: &[u8]) -> CallError {
     }
 }
 
-/// An error and its causes, in one line: `a: b: c` (reqwest's own text hides the cause, "error
-/// sending request").
+/// An error and its causes, in one line: `a: b: c` (hyper's own text hides the cause).
 pub fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
