@@ -8,6 +8,7 @@
 //! last, then gives it back. What the node does not support is not here: TLS, HTTP/2,
 //! redirects, proxies.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,20 +189,8 @@ enum Failure {
 
 /// One request and its answer on `conn`, polling the connection meanwhile.
 async fn exchange(conn: &mut Conn, request: Request<Full<Bytes>>) -> Result<Answer, Failure> {
-    let closed = || Failure::Failed("the node closed the connection before answering".into());
     let Conn { send, io, .. } = conn;
-    let response = send.try_send_request(request);
-    tokio::pin!(response);
-    let response = tokio::select! {
-        biased;
-        response = &mut response => response,
-        // Closed before it answered; if before the request went out, it comes back unsent.
-        ended = &mut *io => match response.as_mut().now_or_never() {
-            Some(response) => response,
-            None => return Err(ended.map_or_else(|e| Failure::Failed(cause_chain(&e)), |()| closed())),
-        },
-    };
-    let response = match response {
+    let response = match alongside(io, send.try_send_request(request)).await? {
         Ok(response) => response,
         Err(mut e) => {
             return Err(match e.take_message() {
@@ -211,21 +200,32 @@ async fn exchange(conn: &mut Conn, request: Request<Full<Bytes>>) -> Result<Answ
         }
     };
     let status = response.status();
-    let body = response.into_body().collect();
-    tokio::pin!(body);
-    let body = tokio::select! {
-        biased;
-        body = &mut body => body,
-        // A node may close the connection right after its answer: what it sent still counts.
-        ended = &mut *io => match body.as_mut().now_or_never() {
-            Some(body) => body,
-            None => return Err(ended.map_or_else(|e| Failure::Failed(cause_chain(&e)), |()| closed())),
-        },
-    };
-    let body = body
+    let body = alongside(io, response.into_body().collect())
+        .await?
         .map_err(|e| Failure::Failed(cause_chain(&e)))?
         .to_bytes();
     Ok(Answer { status, body })
+}
+
+/// Runs `work` while polling the connection that carries it. If the connection ends first:
+/// what `work` came to by then, if anything (an answer the node sent just before it closed,
+/// or the request given back unsent), else why it ended.
+async fn alongside<F: Future>(
+    io: &mut Connection<Io, Full<Bytes>>,
+    work: F,
+) -> Result<F::Output, Failure> {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        done = &mut work => Ok(done),
+        ended = io => match work.as_mut().now_or_never() {
+            Some(done) => Ok(done),
+            None => Err(Failure::Failed(match ended {
+                Err(e) => cause_chain(&e),
+                Ok(()) => "the node closed the connection before answering".into(),
+            })),
+        },
+    }
 }
 
 impl std::fmt::Debug for Connections {

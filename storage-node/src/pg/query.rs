@@ -33,7 +33,8 @@ use crate::engine::Engine;
 
 /// One connection's state: its open transaction, if any (volume, transaction id), whether an
 /// error aborted it, the settings it made, and the backtrack count of its volume when it
-/// started.
+/// started. Its engine calls block, and are made directly: the connection has a thread of its
+/// own (`connection::start`).
 pub(super) struct Session {
     engine: Arc<Engine>,
     parser: Arc<Parser>,
