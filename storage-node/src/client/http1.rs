@@ -114,7 +114,7 @@ impl Connections {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-        let exchange = async {
+        let attempts = async {
             let mut request = request;
             // A kept connection the node closed meanwhile gives the request back unsent: it
             // goes on a new one then (at most once more, since a new one was just opened).
@@ -134,7 +134,7 @@ impl Connections {
             }
             Err("the node closed each connection before the request was sent".to_string())
         };
-        tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout(timeout, attempts)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
     }
